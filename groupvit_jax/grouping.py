@@ -40,8 +40,9 @@ class AssignAttention(nn.Module):
         dense = lambda name: nn.Dense(width, dtype=self.dtype,
                                       kernel_init=nn.initializers.normal(0.02), name=name)
         q, k, v = dense("q")(groups), dense("k")(tokens), dense("v")(tokens)
-        # The group softmax decides discrete assignments: keep it in float32.
-        logits = jnp.einsum("bsc,bnc->bsn", q, k).astype(jnp.float32) * width**-0.5
+        # The group softmax decides discrete assignments: at least float32.
+        logits = jnp.einsum("bsc,bnc->bsn", q, k)
+        logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32)) * width**-0.5
         soft = jax.nn.softmax(logits, axis=-2)
         if train:
             noise = jax.random.gumbel(self.make_rng("gumbel"), logits.shape, logits.dtype)

@@ -57,11 +57,19 @@ def _split_heads(x, num_heads):
 
 
 def _attend(q, k, v, num_heads, causal=False):
-    """Scaled dot-product attention; q [B,T,C], k/v [B,S,C] -> [B,T,C]."""
-    out = jax.nn.dot_product_attention(
-        _split_heads(q, num_heads), _split_heads(k, num_heads), _split_heads(v, num_heads),
-        is_causal=causal)
-    return out.reshape(q.shape)
+    """Scaled dot-product attention; q [B,T,C], k/v [B,S,C] -> [B,T,C].
+
+    Softmax in at least float32 (bfloat16 compute keeps stable attention weights).
+    """
+    q, k, v = (_split_heads(a, num_heads) for a in (q, k, v))
+    logits = jnp.einsum("bthd,bshd->bhts", q * q.shape[-1]**-0.5, k)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    if causal:
+        t, s = logits.shape[-2:]
+        logits = jnp.where(jnp.tril(jnp.ones((t, s), bool)), logits, jnp.finfo(logits.dtype).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bhts,bshd->bthd", weights, v)
+    return out.reshape(*out.shape[:-2], -1)
 
 
 class SelfAttention(nn.Module):
@@ -152,6 +160,7 @@ class BatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x, use_running_average: bool):
         features = x.shape[-1]
+        stats_dtype = jnp.promote_types(x.dtype, jnp.float32)
         scale = self.param("scale", nn.initializers.ones, (features,))
         bias = self.param("bias", nn.initializers.zeros, (features,))
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
@@ -160,7 +169,7 @@ class BatchNorm(nn.Module):
             mean, var = ra_mean.value, ra_var.value
         else:
             axes = tuple(range(x.ndim - 1))
-            x32 = x.astype(jnp.float32)
+            x32 = x.astype(stats_dtype)
             mean = x32.mean(axes)
             var = jnp.square(x32 - mean).mean(axes)
             if not self.is_initializing():
@@ -168,5 +177,5 @@ class BatchNorm(nn.Module):
                 m = self.momentum
                 ra_mean.value = (1 - m) * ra_mean.value + m * mean
                 ra_var.value = (1 - m) * ra_var.value + m * var * (n / max(n - 1, 1))
-        y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        y = (x.astype(stats_dtype) - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
         return y.astype(x.dtype)

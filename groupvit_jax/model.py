@@ -54,8 +54,8 @@ class GroupViT(nn.Module):
         # so they never perturb the BatchNorm state in training.
         segment_embeds = self.image_head(segments.reshape(b * s, c), False).reshape(b, s, -1)
         return {
-            "image_embeds": self.image_head(pooled, train).astype(jnp.float32),
-            "segment_embeds": segment_embeds.astype(jnp.float32),
+            "image_embeds": self.image_head(pooled, train),
+            "segment_embeds": segment_embeds,
             "segment_tokens": segments,
             "image_features": pooled,
             "soft_maps": out["soft_maps"],
@@ -65,7 +65,7 @@ class GroupViT(nn.Module):
     def encode_text(self, tokens, train: bool = False):
         """tokens [N, L] int32 -> dict with text_embeds [N, D] and the pooled features."""
         pooled, _ = self.text_tower(tokens, train)
-        return {"text_embeds": self.text_head(pooled, train).astype(jnp.float32),
+        return {"text_embeds": self.text_head(pooled, train),
                 "text_features": pooled}
 
     def temperatures(self):
