@@ -70,7 +70,7 @@ def abstract_variables(config: GroupViTConfig) -> dict:
     size = config.vision.image_size
     images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     tokens = jax.ShapeDtypeStruct((1, config.text.context_length), jnp.int32)
-    return jax.eval_shape(lambda: module.init(jax.random.key(0), images, tokens))
+    return jax.eval_shape(lambda i, t: module.init(jax.random.key(0), i, t), images, tokens)
 
 
 def _check_shapes(variables, config, source):
