@@ -91,7 +91,7 @@ def read_nvlabs(path: Path):
     state = _numpy_state(ckpt["model"])
     meta = _plain(ckpt.get("config")) or {}
     model_meta = meta.get("model", {}) if isinstance(meta, dict) else {}
-    return state, nvlabs_config(state, model_meta), torch_layout.NVLABS
+    return state, nvlabs_config(state, model_meta, str(path)), torch_layout.NVLABS
 
 
 def _count(state, pattern):
@@ -99,7 +99,7 @@ def _count(state, pattern):
     return max(found) + 1 if found else 0
 
 
-def nvlabs_config(state, meta: dict | None = None) -> GroupViTConfig:
+def nvlabs_config(state, meta: dict | None = None, source="state dict") -> GroupViTConfig:
     """The architecture of an NVlabs state dict; `meta` is its pickled `config.model`."""
     meta = meta or {}
     img_meta = meta.get("img_encoder") or {}
@@ -138,9 +138,10 @@ def nvlabs_config(state, meta: dict | None = None) -> GroupViTConfig:
             vision=vision, text=text,
             projection_dim=state["img_projector.linear_out.weight"].shape[0],
             projection_hidden=state["img_projector.linear_hidden.0.weight"].shape[0],
+            logit_scale_init=float(np.log(1 / meta.get("contrast_temperature", 0.07))),
             multi_label_scale="multi_label_logit_scale" in state)
     except KeyError as e:
-        raise ValueError(f"not an NVlabs GroupViT state dict: key {e} is missing.") from None
+        raise ValueError(f"{source}: not an NVlabs GroupViT state dict: key {e} is missing.") from None
 
 
 def read_hf(folder: Path):

@@ -253,6 +253,7 @@ def to_torch(variables: dict, cfg: GroupViTConfig, flavor: str) -> dict[str, np.
     state = {}
     for e in layout(cfg, flavor):
         value = np.asarray(e.to_torch(np.asarray(flat[e.collection][e.path], np.float32)))
-        for key, part in zip(e.keys, np.split(value, len(e.keys), axis=0)):
-            state[key] = np.ascontiguousarray(part)
+        parts = np.split(value, len(e.keys), axis=0) if len(e.keys) > 1 else [value]
+        for key, part in zip(e.keys, parts):
+            state[key] = np.array(part, order="C")  # ascontiguousarray would make scalars 1-D
     return state
