@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/python -m groupvit_jax.main_job $(ARGS)
+	$(VENV)/bin/python -m groupvit_jax.quickstart $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q $(ARGS)
