@@ -1,0 +1,146 @@
+"""Trains GroupViT: `python -m groupvit_jax.train --config=configs/FILE.py[:ARG] --workdir=DIR`.
+
+Every host runs the same command. Rerunning with the same workdir resumes from the
+latest checkpoint; SIGTERM (preemption) saves one before exiting.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from clu import metric_writers, periodic_actions
+
+from groupvit_jax import checkpointing, sharding, train_config, train_step
+from groupvit_jax.config import GroupViTConfig
+from groupvit_jax.optim import make_optimizer
+from groupvit_jax.synthetic_data import synthetic_batch
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def make_batches(config, model: GroupViTConfig, start_step: int):
+    """The local (per-host) batches from `start_step` on."""
+    if config.data.source != "synthetic":
+        raise ValueError(f"data.source={config.data.source!r}: only 'synthetic' is available "
+                         "until the input pipeline lands.")
+    step = start_step
+    while True:
+        yield synthetic_batch(step, config.data.global_batch, model.vision.image_size,
+                              config.data.num_prompts, model.text.context_length,
+                              model.text.vocab_size, config.seed)
+        step += 1
+
+
+def _check_finite(metrics, step):
+    bad = [k for k in ("loss", "loss_image_text", "loss_multi_label")
+           if k in metrics and not np.isfinite(metrics[k])]
+    if bad:
+        terms = ", ".join(f"{k}={metrics[k]}" for k in bad)
+        raise NonFiniteLossError(f"non-finite loss at step {step}: {terms}; the last checkpoint "
+                                 "is intact (lower the learning rate or use float32).")
+
+
+def train_and_evaluate(config, workdir: str) -> list[dict]:
+    """Runs (or resumes) training to config's total steps; returns the logged metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = GroupViTConfig.from_dict(config.model.to_dict())
+    if config.data.global_batch % jax.device_count():
+        raise ValueError(f"data.global_batch={config.data.global_batch} is not divisible by the "
+                         f"{jax.device_count()} devices.")
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+    num_steps = train_config.total_steps(config)
+    mesh = sharding.make_mesh(config.mesh.model)
+    optimizer, schedule = make_optimizer(config.optim, config.data.global_batch, num_steps,
+                                         train_config.warmup_steps(config))
+    state, shardings = train_step.create_train_state(model, optimizer, mesh, config.seed,
+                                                     config.data.num_prompts)
+    ckpt = checkpointing.manager(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
+    state = checkpointing.restore_or(ckpt, state)
+    start = int(state.step)
+    step_fn = train_step.make_train_step(model, optimizer, schedule, mesh, shardings,
+                                         config.multi_label_weight)
+
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                               every_steps=config.log_every_steps)
+    preemption = _Preemption()
+    batches = make_batches(config, model, start)
+    history = []
+    t0, last_logged = time.time(), start
+    try:
+        for step in range(start + 1, num_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                batch = sharding.make_global_batch(next(batches), mesh)
+                state, device_metrics = step_fn(state, batch)
+            metrics = jax.tree.map(float, device_metrics)
+            _check_finite(metrics, step)
+            progress(step)
+            if step % config.log_every_steps == 0 or step == num_steps:
+                seconds = time.time() - t0
+                metrics["images_per_sec"] = (step - last_logged) * config.data.global_batch / seconds
+                writer.write_scalars(step, metrics)
+                history.append({"step": step, **metrics})
+                t0, last_logged = time.time(), step
+            checkpointing.save(ckpt, state, force=step == num_steps or preemption.requested)
+            if preemption.requested:
+                logging.warning("SIGTERM: saved step %d, exiting; rerun to resume.", step)
+                break
+    finally:
+        ckpt.wait_until_finished()
+        ckpt.close()
+        writer.flush()
+        preemption.restore()
+    return history
+
+
+class _QuietOrbax:
+    """Orbax logs every save step at INFO; keep the console for progress and metrics."""
+
+    def filter(self, record):
+        return "/orbax/" not in record.pathname or record.levelno >= 30
+
+
+def main(argv):
+    del argv
+    from absl import flags
+    logging.getLogger("absl").addFilter(_QuietOrbax())
+    config = flags.FLAGS.config
+    if flags.FLAGS.jax_distributed:
+        jax.distributed.initialize()
+    train_and_evaluate(config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Python config file[:variant].",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the resolved config go here.")
+    flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host; "
+                      "automatic on TPU pods, SLURM and other detected clusters).")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

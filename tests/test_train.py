@@ -1,0 +1,143 @@
+"""Configs, the recipe's schedule, and the train binary end to end on CPU."""
+import importlib.util
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from groupvit_jax import optim, train, train_config
+from groupvit_jax.config import GroupViTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+
+
+def load_config(path, arg=None):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize("arg", [None, "runlocal"])
+def test_every_config_and_variant_resolves(path, arg):
+    config = load_config(path, arg)
+    model = GroupViTConfig.from_dict(config.model.to_dict())
+    assert model.multi_label_scale == (config.data.num_prompts > 0)
+    assert train_config.total_steps(config) > train_config.warmup_steps(config) >= 0
+    assert path.read_text().count("python -m groupvit_jax.train") >= 1  # docstring says how
+
+
+def test_unknown_variant_is_an_error():
+    with pytest.raises(ValueError, match="Unknown config variant 'gpu99'"):
+        load_config(CONFIGS[0], "gpu99")
+
+
+def _timm_cosine(t, base, warm, low, warmup, total):
+    """timm CosineLRScheduler, warmup_prefix=False, one cycle (written independently)."""
+    if t < warmup:
+        return warm + t * (base - warm) / warmup
+    return low + 0.5 * (base - low) * (1 + math.cos(math.pi * t / total))
+
+
+def test_schedule_reproduces_the_released_lr_for_gcc_yfcc():
+    config = load_config(ROOT / "configs/gcc_yfcc_2stage.py")
+    total, warmup = train_config.total_steps(config), train_config.warmup_steps(config)
+    assert (train_config.steps_per_epoch(config), warmup, total) == (6997, 13994, 209910)
+    _, schedule = optim.make_optimizer(config.optim, 4096, total, warmup)
+    # The released loop updates the lr AFTER each step: step t trains with f(t - 1).
+    for step in (0, 1, 6998, 13994, 13995, 104956, total - 1):
+        expected = _timm_cosine(max(step - 1, 0), 1.6e-3, 4e-6, 4e-5, warmup, total)
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5), step
+    assert float(schedule(0)) == pytest.approx(4e-6)
+    # Linear scaling with the global batch.
+    _, half = optim.make_optimizer(config.optim, 2048, total, warmup)
+    assert float(half(104956)) == pytest.approx(0.5 * float(schedule(104956)), rel=1e-6)
+
+
+def test_decay_mask_follows_the_released_rule():
+    params = {"dense": {"kernel": np.zeros((2, 2)), "bias": np.zeros(2)},
+              "norm": {"scale": np.zeros(2)}, "pos_embed": np.zeros((1, 4, 2)),
+              "group_tokens": np.zeros((1, 3, 2)), "logit_scale": np.zeros(())}
+    mask = optim.decay_mask(params)
+    assert mask == {"dense": {"kernel": True, "bias": False}, "norm": {"scale": False},
+                    "pos_embed": True, "group_tokens": True, "logit_scale": True}
+    extra = optim.decay_mask(params, exclude_extra=True)
+    assert not extra["pos_embed"] and not extra["group_tokens"] and not extra["logit_scale"]
+    assert extra["dense"]["kernel"]
+
+
+def test_non_finite_loss_names_the_step_and_term():
+    with pytest.raises(train.NonFiniteLossError, match="step 7: loss=nan, loss_multi_label=nan"):
+        train._check_finite({"loss": float("nan"), "loss_image_text": 1.0,
+                             "loss_multi_label": float("nan")}, 7)
+
+
+@pytest.mark.slow
+def test_runlocal_trains_to_a_decreasing_loss(tmp_path):
+    config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
+    config.log_every_steps = 1
+    history = train.train_and_evaluate(config, tmp_path)
+    losses = [h["loss"] for h in history]
+    assert len(losses) == 30 and np.all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert {"loss_image_text", "loss_multi_label", "lr", "grad_norm", "logit_scale",
+            "multi_label_logit_scale", "pos_similarity", "images_per_sec"} <= set(history[-1])
+    assert (tmp_path / "config.json").exists()
+    assert 30 in ocp.CheckpointManager(tmp_path / "checkpoints").all_steps()
+    # Rerunning a finished workdir resumes at the end and trains nothing more.
+    assert train.train_and_evaluate(config, tmp_path) == []
+
+
+def _train_cmd(workdir, *extra):
+    return [sys.executable, "-m", "groupvit_jax.train",
+            f"--config={ROOT / 'configs/gcc_yfcc_2stage.py'}:runlocal", f"--workdir={workdir}",
+            "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000", *extra]
+
+
+def _final_params(workdir):
+    mgr = ocp.CheckpointManager(Path(workdir) / "checkpoints")
+    restored = mgr.restore(mgr.latest_step())
+    return mgr.latest_step(), restored["params"]
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight = subprocess.run(_train_cmd(tmp_path / "straight"), capture_output=True, text=True,
+                              env=env, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    proc = subprocess.Popen(_train_cmd(tmp_path / "preempted"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    for line in proc.stdout:  # preempt as soon as the first step has logged
+        if "loss=" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    stopped_at = ocp.CheckpointManager(tmp_path / "preempted" / "checkpoints").latest_step()
+    assert 0 < stopped_at < 30  # a restorable checkpoint from mid-run
+
+    resumed = subprocess.run(_train_cmd(tmp_path / "preempted"), capture_output=True, text=True,
+                             env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    step_a, params_a = _final_params(tmp_path / "straight")
+    step_b, params_b = _final_params(tmp_path / "preempted")
+    assert step_a == step_b == 30
+    jax.tree.map(np.testing.assert_array_equal, params_a, params_b)  # bit for bit
+
+
+def test_cli_rejects_a_misspelled_override(tmp_path):
+    out = subprocess.run(_train_cmd(tmp_path, "--config.optim.base_lrr=1.0"), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode != 0
+    assert "base_lrr" in out.stderr
