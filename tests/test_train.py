@@ -1,4 +1,5 @@
 """Configs, the recipe's schedule, and the train binary end to end on CPU."""
+import importlib
 import importlib.util
 import math
 import os
@@ -12,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import groupvit_jax as gv
 from groupvit_jax import optim, train, train_config
 from groupvit_jax.config import GroupViTConfig
 
@@ -95,6 +97,17 @@ def test_runlocal_trains_to_a_decreasing_loss(tmp_path):
     assert 30 in ocp.CheckpointManager(tmp_path / "checkpoints").all_steps()
     # Rerunning a finished workdir resumes at the end and trains nothing more.
     assert train.train_and_evaluate(config, tmp_path) == []
+
+    # The eval-only export loads through the public API and gives the trained model.
+    export_cli = importlib.import_module("groupvit_jax.export")
+    assert export_cli.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "export")]) == 0
+    trained = export_cli.read_training_checkpoint(tmp_path)
+    exported = gv.load_pretrained(tmp_path / "export")
+    tokens = exported.tokenize(["a photo of a cat."])
+    np.testing.assert_array_equal(exported.encode_text(tokens), trained.encode_text(tokens))
+    assert export_cli.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "export")]) == 2
+    # Importing the CLI module must not break the gv.export function.
+    gv.export(exported, tmp_path / "export2")
 
 
 def _train_cmd(workdir, *extra):
