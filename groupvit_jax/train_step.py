@@ -90,7 +90,7 @@ def make_train_step(model_config: GroupViTConfig, optimizer, schedule, mesh, sha
                                                       batch, rng, multi_label_weight)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics.update(grad_norm=optax.global_norm(grads), lr=schedule(state.step))
+        metrics.update(grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=opt_state)
         return new_state, metrics
