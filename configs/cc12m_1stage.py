@@ -2,6 +2,7 @@
 
 Run:
     python -m groupvit_jax.train --config=configs/cc12m_1stage.py --workdir=/ckpt/cc12m_1stage
+    python -m groupvit_jax.train --config=configs/cc12m_1stage.py:gpu1 --workdir=/ckpt/cc12m_1stage_gpu1
     python -m groupvit_jax.train --config=configs/cc12m_1stage.py:runlocal --workdir=/tmp/gv
 
 Expected (paper, Table 3, 1-stage on CC12M): PASCAL VOC mask mIoU 39.3, boundary 31.6.

@@ -2,6 +2,7 @@
 
 Run:
     python -m groupvit_jax.train --config=configs/gcc_redcap_2stage.py --workdir=/ckpt/gcc_redcap
+    python -m groupvit_jax.train --config=configs/gcc_redcap_2stage.py:gpu1 --workdir=/ckpt/gcc_redcap_2stage_gpu1
     python -m groupvit_jax.train --config=configs/gcc_redcap_2stage.py:runlocal --workdir=/tmp/gv
 
 Expected (released checkpoint): zero-shot mIoU VOC 50.8, PASCAL Context 23.7,

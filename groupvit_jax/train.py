@@ -65,9 +65,11 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     model = GroupViTConfig.from_dict(config.model.to_dict())
-    if config.data.global_batch % jax.device_count():
-        raise ValueError(f"data.global_batch={config.data.global_batch} is not divisible by the "
-                         f"{jax.device_count()} devices.")
+    per_step = jax.device_count() * config.grad_accum_steps
+    if config.data.global_batch % per_step:
+        raise ValueError(f"data.global_batch={config.data.global_batch} is not divisible by "
+                         f"{jax.device_count()} devices x grad_accum_steps="
+                         f"{config.grad_accum_steps}.")
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
@@ -81,7 +83,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     state = checkpointing.restore_or(ckpt, state)
     start = int(state.step)
     step_fn = train_step.make_train_step(model, optimizer, schedule, mesh, shardings,
-                                         config.multi_label_weight)
+                                         config.multi_label_weight, config.grad_accum_steps)
 
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,

@@ -29,7 +29,7 @@ def load_config(path, arg=None):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-@pytest.mark.parametrize("arg", [None, "runlocal"])
+@pytest.mark.parametrize("arg", train_config.VARIANTS)
 def test_every_config_and_variant_resolves(path, arg):
     config = load_config(path, arg)
     model = GroupViTConfig.from_dict(config.model.to_dict())
