@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from clu import metric_writers, periodic_actions
 
-from groupvit_jax import checkpointing, sharding, train_config, train_step
+from groupvit_jax import checkpointing, evaluators, pretrained, sharding, train_config, train_step
 from groupvit_jax.config import GroupViTConfig
 from groupvit_jax.optim import make_optimizer
 from groupvit_jax.synthetic_data import synthetic_batch
@@ -60,8 +60,15 @@ def _check_finite(metrics, step):
                                  "is intact (lower the learning rate or use float32).")
 
 
+def _hide_gpus_from_tensorflow():
+    """clu's TensorBoard writer runs on TensorFlow, which would otherwise grab GPU memory."""
+    import tensorflow as tf
+    tf.config.set_visible_devices([], "GPU")
+
+
 def train_and_evaluate(config, workdir: str) -> list[dict]:
     """Runs (or resumes) training to config's total steps; returns the logged metrics."""
+    _hide_gpus_from_tensorflow()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     model = GroupViTConfig.from_dict(config.model.to_dict())
@@ -85,6 +92,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     step_fn = train_step.make_train_step(model, optimizer, schedule, mesh, shardings,
                                          config.multi_label_weight, config.grad_accum_steps)
 
+    evals = evaluators.create(config.evals, config)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                every_steps=config.log_every_steps)
@@ -106,6 +114,13 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                 writer.write_scalars(step, metrics)
                 history.append({"step": step, **metrics})
                 t0, last_logged = time.time(), step
+            for name, every, run in evals:
+                if step % every == 0 or step == num_steps:
+                    model_now = pretrained.PretrainedGroupViT(
+                        model, {"params": state.params, "batch_stats": state.batch_stats})
+                    scores = {f"{name}/{k}": v for k, v in run(model_now).items()}
+                    writer.write_scalars(step, scores)
+                    history.append({"step": step, **scores})
             checkpointing.save(ckpt, state, force=step == num_steps or preemption.requested)
             if preemption.requested:
                 logging.warning("SIGTERM: saved step %d, exiting; rerun to resume.", step)

@@ -43,6 +43,9 @@ def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
     c.log_every_steps = 50
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
+    # name -> {kind: a registered evaluator, every_steps, its options}; see evaluators.py.
+    c.evals = ConfigDict({"retrieval": {"kind": "retrieval", "every_steps": 2000,
+                                        "num_examples": 256}})
     return c
 
 
@@ -80,6 +83,8 @@ def apply_variant(config: ConfigDict, arg: str | None) -> ConfigDict:
         config.optim.base_lr = 1.0  # = 2e-3 at batch 8 after the linear scaling
         config.log_every_steps = 5
         config.checkpoint_every_steps = 10
+        config.evals.retrieval.every_steps = 15
+        config.evals.retrieval.num_examples = 32
     elif arg == "gpu1":
         config.grad_accum_steps = 16
         config.model.dtype = "bfloat16"

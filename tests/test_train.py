@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import groupvit_jax as gv
-from groupvit_jax import optim, train, train_config
+from groupvit_jax import evaluators, optim, train, train_config
 from groupvit_jax.config import GroupViTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +77,13 @@ def test_decay_mask_follows_the_released_rule():
     assert extra["dense"]["kernel"]
 
 
+def test_unknown_evaluator_kind_is_an_error():
+    config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
+    config.evals.retrieval.kind = "retreival"
+    with pytest.raises(ValueError, match="evals.retrieval.kind='retreival' is not a registered"):
+        evaluators.create(config.evals, config)
+
+
 def test_non_finite_loss_names_the_step_and_term():
     with pytest.raises(train.NonFiniteLossError, match="step 7: loss=nan, loss_multi_label=nan"):
         train._check_finite({"loss": float("nan"), "loss_image_text": 1.0,
@@ -88,11 +95,15 @@ def test_runlocal_trains_to_a_decreasing_loss(tmp_path):
     config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
     config.log_every_steps = 1
     history = train.train_and_evaluate(config, tmp_path)
-    losses = [h["loss"] for h in history]
+    losses = [h["loss"] for h in history if "loss" in h]
     assert len(losses) == 30 and np.all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
     assert {"loss_image_text", "loss_multi_label", "lr", "grad_norm", "logit_scale",
-            "multi_label_logit_scale", "pos_similarity", "images_per_sec"} <= set(history[-1])
+            "multi_label_logit_scale", "pos_similarity", "images_per_sec"} <= set(history[-2])
+    # The periodic evaluator ran at its interval and at the end.
+    retrieval = [h for h in history if "retrieval/image_to_text_top1" in h]
+    assert [h["step"] for h in retrieval] == [15, 30]
+    assert all(0.0 <= h["retrieval/text_to_image_top1"] <= 1.0 for h in retrieval)
     assert (tmp_path / "config.json").exists()
     assert 30 in ocp.CheckpointManager(tmp_path / "checkpoints").all_steps()
     # Rerunning a finished workdir resumes at the end and trains nothing more.

@@ -1,0 +1,59 @@
+"""Periodic evaluators run by the trainer, registered by name.
+
+`config.evals` maps a name to a ConfigDict with `kind` (a registered evaluator),
+`every_steps` and the evaluator's own options. Each evaluator is built once from
+its config and called as `run(model) -> {metric: value}` with the current model as
+a `PretrainedGroupViT`; metrics are logged as `NAME/metric`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from groupvit_jax.losses import l2_normalize
+from groupvit_jax.synthetic_data import synthetic_batch
+
+REGISTRY: dict[str, Callable] = {}
+HELD_OUT_STEP = 2**62  # synthetic batches are indexed by step; training never gets here
+
+
+def register(kind: str):
+    def wrap(factory):
+        REGISTRY[kind] = factory
+        return factory
+    return wrap
+
+
+def create(evals_config, train_config) -> list[tuple[str, int, Callable]]:
+    """(name, every_steps, run) for each configured evaluator; unknown kinds are errors."""
+    out = []
+    for name, cfg in evals_config.items():
+        if cfg.kind not in REGISTRY:
+            raise ValueError(f"evals.{name}.kind={cfg.kind!r} is not a registered evaluator; "
+                             f"known: {sorted(REGISTRY)}.")
+        out.append((name, cfg.every_steps, REGISTRY[cfg.kind](cfg, train_config)))
+    return out
+
+
+@register("retrieval")
+def retrieval(cfg, train_config):
+    """Image -> caption and caption -> image top-1 retrieval among `num_examples` held-out
+    pairs of the training source (synthetic: a step no run reaches), the early signal
+    that must work before segments can emerge."""
+    vision, text = train_config.model.vision, train_config.model.text
+    held_out = synthetic_batch(HELD_OUT_STEP, cfg.num_examples,
+                               vision.image_size, 0, text.context_length, text.vocab_size,
+                               train_config.seed)
+
+    def run(model):
+        image = l2_normalize(model.encode_image(held_out["images"])["image_embeds"])
+        caption = l2_normalize(model.encode_text(held_out["tokens"][:, 0]))
+        sim = np.asarray(image @ caption.T)
+        # Synthetic captions repeat across examples of a concept: any match counts.
+        same = (held_out["tokens"][:, None, 0] == held_out["tokens"][None, :, 0]).all(-1)
+        hits_i = same[np.arange(len(sim)), sim.argmax(1)]
+        hits_t = same[sim.argmax(0), np.arange(len(sim))]
+        return {"image_to_text_top1": float(hits_i.mean()),
+                "text_to_image_top1": float(hits_t.mean())}
+    return run
