@@ -26,4 +26,4 @@ config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
 config.total_steps = 3
 config.log_every_steps = 1
 history = train.train_and_evaluate(config, Path(workdir))
-print("LOSSES", [h["loss"] for h in history])
+print("LOSSES", [h["loss"] for h in history if "loss" in h])
