@@ -93,6 +93,8 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                                          config.multi_label_weight, config.grad_accum_steps)
 
     evals = evaluators.create(config.evals, config)
+    eval_model = pretrained.PretrainedGroupViT(model, {"params": state.params,
+                                                       "batch_stats": state.batch_stats})
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                every_steps=config.log_every_steps)
@@ -116,9 +118,11 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                 t0, last_logged = time.time(), step
             for name, every, run in evals:
                 if step % every == 0 or step == num_steps:
-                    model_now = pretrained.PretrainedGroupViT(
-                        model, {"params": state.params, "batch_stats": state.batch_stats})
-                    scores = {f"{name}/{k}": v for k, v in run(model_now).items()}
+                    # One inference model whose variables follow the state: its jitted
+                    # functions compile once for the whole run.
+                    eval_model.variables = {"params": state.params,
+                                            "batch_stats": state.batch_stats}
+                    scores = {f"{name}/{k}": v for k, v in run(eval_model).items()}
                     writer.write_scalars(step, scores)
                     history.append({"step": step, **scores})
             checkpointing.save(ckpt, state, force=step == num_steps or preemption.requested)
