@@ -32,13 +32,27 @@ class _Opaque:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    # Only torch's tensor rebuilding and plain containers are real; everything else
-    # (the NVlabs OmegaConf config) becomes inert data. Safer than weights_only=False
-    # and needs no omegaconf install.
-    _ALLOWED = re.compile(r"^(torch(\..*)?|collections|builtins|_codecs|numpy(\..*)?)$")
+    """Rebuilds tensors and plain containers; anything else (the NVlabs OmegaConf
+    config) becomes inert `_Opaque` data. Runs no code a checkpoint names, unlike
+    weights_only=False, and needs no omegaconf install."""
+
+    _BUILTINS = {"set", "frozenset", "dict", "list", "tuple", "int", "float", "bool", "str",
+                 "bytes", "slice"}
+
+    def _allowed(self, module, name):
+        if module == "torch._utils":
+            return name.startswith("_rebuild")
+        if module == "torch":
+            return name.endswith("Storage") or name in ("Size", "device", "Tensor") or (
+                isinstance(getattr(_torch(), name, None), _torch().dtype))
+        return ((module, name) in {("collections", "OrderedDict"),
+                                   ("torch.serialization", "_get_layout"),
+                                   ("torch._tensor", "_rebuild_from_type_v2"),
+                                   ("torch.nn.parameter", "Parameter")}
+                or (module == "builtins" and name in self._BUILTINS))
 
     def find_class(self, module, name):
-        if self._ALLOWED.match(module) and not (module == "builtins" and name in ("eval", "exec", "getattr", "__import__", "open")):
+        if self._allowed(module, name):
             return super().find_class(module, name)
         return type(name, (_Opaque,), {})
 

@@ -149,3 +149,22 @@ def test_missing_and_unexpected_keys_are_listed(hf):
     extra = {**state, "vision_model.extra.weight": np.zeros(1)}
     with pytest.raises(ValueError, match=r"unexpected keys \(1\): \['vision_model.extra.weight'\]"):
         torch_layout.from_torch(extra, config, torch_layout.HF)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_nvlabs_loader_runs_no_code_from_the_pickle(hf, tmp_path):
+    path = tmp_path / "release.pth"
+    _write_nvlabs_file(hf, path)
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["config"] = _Evil(tmp_path / "pwned")
+    torch.save(ckpt, path)
+    gv.load_pretrained(path)  # loads: the config is inert data
+    assert not (tmp_path / "pwned").exists()
