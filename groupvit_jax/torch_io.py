@@ -8,6 +8,7 @@ the checkpoint's own config.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import re
 import types
@@ -129,6 +130,9 @@ def nvlabs_config(state, meta: dict | None = None, source="state dict") -> Group
             groups.append(0 if token is None else token.shape[1])
             if token is not None:
                 outputs.append(state[f"{pre}.downsample.mlp_inter.fc2.weight"].shape[0])
+        if "num_heads" not in img_meta:
+            logging.warning("%s: its config names no img_encoder.num_heads; assuming width // 64 "
+                            "= %d, as in the released models.", source, width // 64)
         heads = img_meta.get("num_heads", width // 64)
         heads = heads[0] if isinstance(heads, list) else heads
         vision = VisionConfig(
