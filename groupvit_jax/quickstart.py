@@ -1,6 +1,6 @@
 """The main job for now: build GroupViT, group a generated scene, draw the groups.
 
-    make run                      # random weights, 448x448 scene, pictures in out/quickstart
+    make run    # random weights, 448x448 scene, pictures in out/quickstart
     make run ARGS="--checkpoint group_vit_gcc_yfcc_30e.pth --image photo.jpg"
 
 One image-tower pass gives the per-stage assignment maps and the segment
@@ -81,20 +81,23 @@ def main(argv=None) -> int:
     t0 = time.time()
     out = jax.block_until_ready(model.encode_image(normalise(image)))
     seconds = time.time() - t0
-    labels = np.asarray(group_labels(out["soft_maps"], grid, image.shape[:2]))[0]
-
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    colours = palette(out["segment_embeds"].shape[1])
-    blend = (0.45 * image + 0.55 * colours[labels]).astype(np.uint8)
     Image.fromarray(image).save(folder / "input.png")
-    Image.fromarray(blend).save(folder / "groups.png")
+    pictures = [folder / "input.png"]
+    # The first stage's groups, then the final segments (all stages chained).
+    for stages, name in ((1, "groups_stage1.png"), (len(out["soft_maps"]), "groups.png")):
+        labels = np.asarray(group_labels(out["soft_maps"][:stages], grid, image.shape[:2]))[0]
+        colours = palette(out["soft_maps"][stages - 1].shape[1])
+        Image.fromarray((0.45 * image + 0.55 * colours[labels]).astype(np.uint8)).save(
+            folder / name)
+        pictures.append(folder / name)
     used = np.unique(labels)
     print(f"one {args.size}x{args.size} image-tower pass: {seconds:.3f} s")
     print("soft maps per stage:", [tuple(m.shape) for m in out["soft_maps"]])
     print(f"segment embeddings: {tuple(out['segment_embeds'].shape)}; "
           f"{len(used)} of {colours.shape[0]} final groups own pixels")
-    print(f"pictures: {folder / 'input.png'}, {folder / 'groups.png'}")
+    print("pictures:", ", ".join(map(str, pictures)))
     return 0
 
 
