@@ -309,7 +309,8 @@ def bench_gpu(repeats) -> dict:
     flops = ours.flops()                              # per device (SPMD-partitioned program)
     ceiling = matmul_ceiling(devices[0], jnp.bfloat16, GPU_MATMUL_N, repeats)
     r = row(f"full bf16 GPU b{per_device}/dev", per_device, times, None, flops, ceiling,
-            extra={"devices": [str(d) for d in devices], "dtype": "bfloat16",
+            extra={"devices": [str(d) for d in devices], "dtype": "bfloat16", "remat": cfg.remat,
+                   "model": cfg.to_dict(),
                    "global_batch": per_device * len(devices),
                    "bf16_matmul_ceiling_gflop_per_s": ceiling / 1e9})
     r["mfu"] = r["fraction_of_ceiling"]
