@@ -1,0 +1,1 @@
+"""The tf.data input pipeline: image-text records, nouns, prompts, augmentation."""
