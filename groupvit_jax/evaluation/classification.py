@@ -1,0 +1,233 @@
+"""Zero-shot classification on ImageNet-layout folders, as the released code scored it.
+
+Layouts (`read_image_folder`):
+- class per subfolder (`train/`-style): `DIR/<class>/<image>`; labels are the subfolders
+  in sorted order. Names come from a names file (one per line, in label order) or, without
+  one, from the subfolder names with "_" read as a space.
+- a flat folder with a labels file (`val/`-style): every non-empty line names an image
+  (relative to DIR) and its 0-based label, separated by whitespace
+  ("ILSVRC2012_val_00000001.JPEG 65") or by a comma (CSV; a first line whose label is
+  not a number is taken as the header). A names file is required. The ImageNet devkit's
+  one-column ground truth (1-based ids in the devkit's order) is not accepted.
+
+Scoring: class embeddings are the projected text embeddings averaged over the templates
+(`IMAGENET_7`) and then L2-normalised; an image's score for a class is the cosine with
+its pooled image embedding (no temperature). Images are resized so the short side is
+256/224 of the crop (PIL bilinear, as torchvision's Resize on PIL images), centre-cropped
+to the model's training size (224) and ImageNet-normalised.
+"""
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from groupvit_jax.evaluation.datasets import IMAGE_SUFFIXES
+from groupvit_jax.evaluators import register
+from groupvit_jax.losses import l2_normalize
+from groupvit_jax.templates import IMAGENET_7
+
+# torchvision's ToTensor + Normalize arithmetic, as the released ImageNet evaluation did
+# (the segmentation protocol normalises as mmcv does, in evaluation/resize.py).
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+TEXT_CHUNK = 256  # prompts per text-tower call: a fixed shape, compiled once
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationSet:
+    paths: tuple[Path, ...]
+    labels: np.ndarray  # int64 [N], indices into class_names
+    class_names: tuple[str, ...]
+
+
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """One name per line. Repeats are allowed: ImageNet's own words repeat ("crane")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: class names file not found.")
+    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not names:
+        raise ValueError(f"{path}: no class names (expected one per line, in label order).")
+    return names
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _read_labels_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels file not found.")
+    entries = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")] if "," in line else line.split()
+        if len(fields) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'IMAGE LABEL' or 'IMAGE,LABEL', "
+                             f"got {line!r}.")
+        try:
+            label = int(fields[1])
+        except ValueError:
+            if lineno == 1 and "," in line:
+                continue  # a CSV header
+            raise ValueError(f"{path}:{lineno}: label {fields[1]!r} is not an integer.") from None
+        if not 0 <= label < num_classes:
+            raise ValueError(f"{path}:{lineno}: label {label} is outside [0, {num_classes}) "
+                             f"for the {num_classes} class names.")
+        entries.append((fields[0], label))
+    if not entries:
+        raise ValueError(f"{path}: no 'IMAGE LABEL' lines.")
+    return entries
+
+
+def _flat_folder(root: Path, labels_file: Path, class_names: Sequence[str]) -> ClassificationSet:
+    entries = _read_labels_file(labels_file, len(class_names))
+    paths = tuple(root / name for name, _ in entries)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{labels_file}: {len(missing)} of its {len(paths)} images are "
+                                f"not in {root}, e.g. {missing[:3]}.")
+    return ClassificationSet(paths, np.array([label for _, label in entries], np.int64),
+                             tuple(class_names))
+
+
+def _class_folders(root: Path, names_file: Path | None) -> ClassificationSet:
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise FileNotFoundError(f"{root}: no class subfolders; for a flat folder of images "
+                                "pass a labels file.")
+    if names_file is None:
+        names = tuple(f.name.replace("_", " ") for f in folders)
+    else:
+        names = read_class_names(names_file)
+        if len(names) != len(folders):
+            raise ValueError(f"{names_file} has {len(names)} class names, {root} has "
+                             f"{len(folders)} class subfolders.")
+    paths, labels = [], []
+    for label, folder in enumerate(folders):
+        images = sorted(p for p in folder.iterdir() if _is_image(p))
+        paths += images
+        labels += [label] * len(images)
+    if not paths:
+        raise FileNotFoundError(f"{root}: class subfolders hold no images ({IMAGE_SUFFIXES}).")
+    return ClassificationSet(tuple(paths), np.array(labels, np.int64), names)
+
+
+def read_image_folder(data_dir: str | Path, class_names: str | Path | None = None,
+                      labels: str | Path | None = None) -> ClassificationSet:
+    """A class-per-subfolder tree, or (with `labels`) a flat folder; see the module doc."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data directory not found.")
+    if labels is None:
+        return _class_folders(root, None if class_names is None else Path(class_names))
+    if class_names is None:
+        raise ValueError(f"a labels file ({labels}) needs a class names file too.")
+    return _flat_folder(root, Path(labels), read_class_names(class_names))
+
+
+def preprocess(path: Path, crop: int) -> np.ndarray:
+    """float32 [crop, crop, 3], ImageNet-normalised: short side to 256/224 * crop (PIL
+    bilinear, long side truncated as torchvision does), then the centre crop."""
+    short = int(256 / 224 * crop)
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        w, h = image.size
+        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        image = image.resize(size, Image.BILINEAR)
+    # torchvision rounds the offset half to even (Python's round), e.g. 5.5 -> 6, 6.5 -> 6.
+    left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
+    pixels = np.asarray(image, np.float32)[top:top + crop, left:left + crop] / 255.0
+    return (pixels - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def text_classifier(model, class_names: Sequence[str],
+                    templates: Sequence[str] = IMAGENET_7) -> np.ndarray:
+    """float32 [C, D]: per class, the projected text embeddings of its prompts averaged
+    over the templates, then L2-normalised."""
+    prompts = [t.format(name) for name in class_names for t in templates]
+    tokens = model.tokenize(prompts)
+    embeds = []
+    for start in range(0, len(tokens), TEXT_CHUNK):
+        chunk = tokens[start:start + TEXT_CHUNK]
+        padded = np.zeros((TEXT_CHUNK, tokens.shape[1]), tokens.dtype)
+        padded[:len(chunk)] = chunk
+        embeds.append(np.asarray(model.encode_text(padded))[:len(chunk)])
+    embeds = np.concatenate(embeds).reshape(len(class_names), len(templates), -1)
+    return np.asarray(l2_normalize(embeds.mean(axis=1)))
+
+
+def _image_batches(paths: Sequence[Path], crop: int, batch_size: int,
+                   workers: int) -> Iterator[np.ndarray]:
+    """Batches of preprocessed images; the next batch decodes while this one runs."""
+    with ThreadPoolExecutor(workers) as pool:
+        pending = None
+        for start in range(0, len(paths), batch_size):
+            futures = [pool.submit(preprocess, p, crop) for p in paths[start:start + batch_size]]
+            if pending is not None:
+                yield np.stack([f.result() for f in pending])
+            pending = futures
+        if pending is not None:
+            yield np.stack([f.result() for f in pending])
+
+
+def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """bool [N]: the label is among the k highest scores (ties: the lower class first)."""
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+def batch_scores(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGENET_7,
+                 batch_size: int = 64, limit: int | None = None,
+                 workers: int = 4) -> Iterator[np.ndarray]:
+    """Per batch of the first `limit` images, in order: float32 [n, C] cosines with the
+    class embeddings."""
+    classifier = text_classifier(model, dataset.class_names, templates)
+    crop = model.config.vision.image_size
+    for batch in _image_batches(dataset.paths[:limit], crop, batch_size, workers):
+        n = len(batch)
+        # A full batch every call: one compiled shape, the padding's scores dropped.
+        padded = np.zeros((batch_size, *batch.shape[1:]), np.float32)
+        padded[:n] = batch
+        image = np.asarray(l2_normalize(model.encode_image(padded)["image_embeds"]))[:n]
+        yield image @ classifier.T
+
+
+def evaluate(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGENET_7,
+             batch_size: int = 64, limit: int | None = None, workers: int = 4,
+             progress: Callable[[int, int], None] | None = None) -> dict:
+    """Top-1 / top-5 accuracy (in %) of `model` on the first `limit` images of `dataset`."""
+    labels = dataset.labels[:limit]
+    if not len(labels):
+        raise ValueError("no images to evaluate.")
+    k = min(5, len(dataset.class_names))
+    top1, topk, done = 0, 0, 0
+    for scores in batch_scores(model, dataset, templates, batch_size, limit, workers):
+        truth = labels[done:done + len(scores)]
+        top1 += int(topk_correct(scores, truth, 1).sum())
+        topk += int(topk_correct(scores, truth, k).sum())
+        done += len(scores)
+        if progress is not None:
+            progress(done, len(labels))
+    return {"top1": 100.0 * top1 / done, "top5": 100.0 * topk / done, "num_images": done,
+            "num_classes": len(dataset.class_names)}
+
+
+@register("classification")
+def classification_evaluator(cfg, train_config):
+    """Zero-shot top-1/top-5 on an ImageNet-layout folder. cfg: data_dir, and optionally
+    class_names (file), labels (file, flat layout), limit, batch_size."""
+    del train_config  # the folder and the model's own image size say everything needed
+    dataset = read_image_folder(cfg.data_dir, cfg.get("class_names"), cfg.get("labels"))
+    limit, batch_size = cfg.get("limit"), cfg.get("batch_size", 64)
+
+    def run(model):
+        result = evaluate(model, dataset, batch_size=batch_size, limit=limit)
+        return {"top1": result["top1"], "top5": result["top5"]}
+    return run
