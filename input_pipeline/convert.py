@@ -1,0 +1,331 @@
+"""Converts image-caption data once into the TFRecord shards the training pipeline reads.
+
+    python -m input_pipeline.convert --input 'cc3m/*.tar' --format webdataset --out data/gcc3m
+    python -m input_pipeline.convert --input pairs.tsv --format csv --out data/mine --workers 8
+
+Every image is decoded once to check it (and re-encoded only when resized, or when it is
+neither JPEG nor PNG); the nouns are extracted here so training need not. Unusable
+examples are skipped, counted in the manifest and listed in skipped.jsonl. The output
+does not depend on --workers: work unit u (one input tar, or a run of --examples_per_shard
+rows) fills shards in order, so shard k always holds the same examples in the same order.
+The dataset is built in a hidden sibling folder and renamed into place when complete.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import datetime
+import functools
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image
+
+from input_pipeline import nouns, records, sources
+
+SHARD_PREFIX = "train"
+REPORT = "skipped.jsonl"
+SKIP_REASONS = ("undecodable", "empty_caption", "missing_caption", "missing_image",
+                "undecodable_caption", "duplicate_key")
+JPEG_QUALITY = 95
+
+
+class UndecodableImage(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    examples_per_shard: int
+    resize_short_side: int | None
+    tagger: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitResult:
+    index: int
+    shards: list[tuple[str, int]]  # (part file in the build folder, examples)
+    skipped: dict[str, int]        # reason -> count
+    report: str                    # this unit's skip-report part
+
+
+def decode_image(data: bytes) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()  # decodes every pixel: Image.verify lets truncated JPEGs through
+    except Image.UnidentifiedImageError as e:
+        # Its message names a memory address: the report would differ between runs.
+        raise UndecodableImage("not an image format PIL knows") from e
+    except Exception as e:  # noqa: BLE001 - PIL raises many types on corrupt data
+        raise UndecodableImage(f"{type(e).__name__}: {e}") from e
+    return image
+
+
+def prepare_image(data: bytes, resize_short_side: int | None) -> bytes:
+    """The bytes to store: as read, unless the short side exceeds resize_short_side (then
+    resized to it, keeping the aspect ratio) or the format is neither JPEG nor PNG (which
+    the training reader decodes); both re-encode as JPEG."""
+    image = decode_image(data)
+    width, height = image.size
+    short = resize_short_side
+    if short and min(width, height) > short:
+        if width <= height:
+            size = (short, round(height * short / width))
+        else:
+            size = (round(width * short / height), short)
+        return _jpeg(image.convert("RGB").resize(size, Image.Resampling.BICUBIC))
+    if image.format in ("JPEG", "PNG"):
+        return data
+    return _jpeg(image.convert("RGB"))
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def convert_unit(unit: sources.WorkUnit, build_dir: str, options: Options) -> UnitResult:
+    """Writes one work unit's usable examples as part files of at most examples_per_shard
+    examples, and its skipped ones to a report part."""
+    import tensorflow as tf
+
+    shards: list[tuple[str, int]] = []
+    skipped: collections.Counter = collections.Counter()
+    writer = None
+    report = f"skipped-{unit.index:06d}.jsonl"
+    with open(Path(build_dir, report), "w") as report_file:
+        for example in unit.read():
+            example_id = f"{unit.input_name}/{example.key}"
+            try:
+                image, caption = _usable(example, options.resize_short_side)
+            except _Skip as skip:
+                skipped[skip.reason] += 1
+                report_file.write(json.dumps({"id": example_id, "input": unit.input_path,
+                                              "reason": skip.reason, "detail": skip.detail},
+                                             ensure_ascii=False) + "\n")
+                continue
+            if writer is None or shards[-1][1] == options.examples_per_shard:
+                if writer is not None:
+                    writer.close()
+                shards.append((f"part-{unit.index:06d}-{len(shards):05d}.tfrecord", 0))
+                writer = tf.io.TFRecordWriter(str(Path(build_dir, shards[-1][0])))
+            words = nouns.extract_nouns(caption, options.tagger) if options.tagger else []
+            writer.write(records.encode_example(example_id, image, caption, words))
+            shards[-1] = (shards[-1][0], shards[-1][1] + 1)
+    if writer is not None:
+        writer.close()
+    return UnitResult(unit.index, shards, dict(skipped), report)
+
+
+def _usable(example: sources.RawExample, resize_short_side: int | None) -> tuple[bytes, str]:
+    """(image bytes to store, stripped caption), or _Skip saying why not. The caption is
+    checked first: it is cheap and spares decoding images that would be dropped anyway."""
+    if example.problem:
+        raise _Skip(example.problem)
+    if example.caption is None:
+        raise _Skip("missing_caption")
+    caption = example.caption.strip()
+    if not caption:
+        raise _Skip("empty_caption")
+    try:
+        return prepare_image(example.image, resize_short_side), caption
+    except UndecodableImage as e:
+        raise _Skip("undecodable", str(e)) from e
+
+
+class _Progress:
+    """Examples done, examples/s and the ETA on stderr, at most every few seconds."""
+
+    def __init__(self, num_units: int, enabled: bool, every_s: float = 5.0):
+        self.num_units, self.enabled, self.every_s = num_units, enabled, every_s
+        self.start = self.last = time.monotonic()
+        self.units = self.examples = self.skipped = 0
+
+    def update(self, result: UnitResult) -> None:
+        self.units += 1
+        self.skipped += sum(result.skipped.values())
+        self.examples += sum(n for _, n in result.shards) + sum(result.skipped.values())
+        now = time.monotonic()
+        if self.enabled and (now - self.last >= self.every_s or self.units == self.num_units):
+            self.last = now
+            elapsed = now - self.start
+            eta = elapsed / self.units * (self.num_units - self.units)
+            print(f"convert: {self.units}/{self.num_units} units, {self.examples} examples "
+                  f"({self.skipped} skipped), {self.examples / max(elapsed, 1e-9):.1f} "
+                  f"examples/s, ETA {datetime.timedelta(seconds=round(eta))}",
+                  file=sys.stderr, flush=True)
+
+
+def _run_units(units: Iterable[sources.WorkUnit], num_units: int, build_dir: Path,
+               options: Options, workers: int, progress: bool) -> list[UnitResult]:
+    work = functools.partial(convert_unit, build_dir=str(build_dir), options=options)
+    meter = _Progress(num_units, progress)
+    results = []
+    if workers == 1:
+        for result in map(work, units):
+            meter.update(result)
+            results.append(result)
+    else:
+        # spawn: TensorFlow's threads do not survive a fork.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for result in pool.imap_unordered(work, units):
+                meter.update(result)
+                results.append(result)
+    return sorted(results, key=lambda r: r.index)
+
+
+def _assemble(build_dir: Path, results: list[UnitResult]) -> tuple[list[dict], dict]:
+    """Renames the part files to their final shard names and joins the report parts."""
+    parts = [part for result in results for part in result.shards]
+    shards = []
+    for index, (part, count) in enumerate(parts):
+        name = records.shard_name(SHARD_PREFIX, index, len(parts))
+        (build_dir / part).rename(build_dir / name)
+        shards.append({"file": name, "num_examples": count})
+    skipped = {reason: 0 for reason in SKIP_REASONS}
+    with open(build_dir / REPORT, "w") as report:
+        for result in results:
+            part = build_dir / result.report
+            report.write(part.read_text())
+            part.unlink()
+            for reason, count in result.skipped.items():
+                skipped[reason] += count
+    return shards, skipped
+
+
+def _check_destination(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir}: exists and is not empty; pass --overwrite "
+                              "(overwrite=True) to replace it")
+
+
+def _sibling(out_dir: Path, purpose: str) -> Path:
+    """A hidden folder beside out_dir, unique to this process, that no reader mistakes for
+    a dataset (it has no manifest until it is renamed to out_dir)."""
+    return out_dir.with_name(f".{out_dir.name}.{purpose}-{os.getpid()}")
+
+
+def _move_into_place(build_dir: Path, out_dir: Path, overwrite: bool) -> None:
+    """Renames the finished build over out_dir; an old dataset is moved aside first and
+    deleted only once the new one is in place."""
+    _check_destination(out_dir, overwrite)
+    if not out_dir.exists():
+        build_dir.rename(out_dir)
+        return
+    if not any(out_dir.iterdir()):
+        out_dir.rmdir()
+        build_dir.rename(out_dir)
+        return
+    old = _sibling(out_dir, "replaced")
+    out_dir.rename(old)
+    build_dir.rename(out_dir)
+    shutil.rmtree(old)
+
+
+def convert_dataset(inputs: list[str], fmt: str, out_dir: str | Path, *,
+                    name: str | None = None, examples_per_shard: int = 2000,
+                    resize_short_side: int | None = None, tagger: str | None = "pattern",
+                    workers: int = 1, overwrite: bool = False, progress: bool = True,
+                    image_column: str | None = None,
+                    caption_column: str | None = None) -> dict:
+    """Converts `inputs` (paths or globs) of format `fmt` into a dataset at out_dir and
+    returns its manifest (as records.read_manifest gives it)."""
+    out_dir = Path(out_dir).absolute()
+    if examples_per_shard < 1 or workers < 1:
+        raise ValueError(f"examples_per_shard ({examples_per_shard}) and workers ({workers}) "
+                         "must be positive")
+    if resize_short_side is not None and resize_short_side < 1:
+        raise ValueError(f"resize_short_side must be positive, got {resize_short_side}")
+    _check_destination(out_dir, overwrite)
+    if tagger is None:
+        nouns_info = {"tagger": None, "version": None}
+    else:
+        nouns_info = nouns.tagger_info(tagger)
+        nouns.get_tagger(tagger)  # a missing NLTK resource fails now, not in a worker
+    paths = sources.expand_inputs(list(inputs), fmt)
+    num_units, units = sources.plan(fmt, paths, examples_per_shard, image_column,
+                                    caption_column)
+    options = Options(examples_per_shard, resize_short_side, tagger)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    build_dir = _sibling(out_dir, "building")
+    shutil.rmtree(build_dir, ignore_errors=True)  # left by a crashed run with our pid
+    build_dir.mkdir()
+    try:
+        results = _run_units(units, num_units, build_dir, options, workers, progress)
+        shards, skipped = _assemble(build_dir, results)
+        if not shards:
+            raise ValueError(f"no usable example in {[str(p) for p in paths]}; skipped: "
+                             f"{ {k: v for k, v in skipped.items() if v} }")
+        records.write_manifest(build_dir, {
+            "format": records.FORMAT,
+            "name": name or out_dir.name,
+            "num_examples": sum(s["num_examples"] for s in shards),
+            "shards": shards,
+            "source": {"kind": fmt, "inputs": [str(p) for p in paths]},
+            "nouns": nouns_info,
+            "image": {"resize_short_side": resize_short_side},
+            "skipped": {**skipped, "report": REPORT},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+        })
+        _move_into_place(build_dir, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    return records.read_manifest(out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; workers inherit
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", nargs="+", required=True, help="paths or globs")
+    parser.add_argument("--format", required=True, choices=sources.FORMATS)
+    parser.add_argument("--out", required=True, help="the dataset folder to create")
+    parser.add_argument("--name", default=None, help="default: the --out folder's name")
+    parser.add_argument("--examples_per_shard", type=int, default=2000)
+    parser.add_argument("--resize_short_side", type=int, default=None,
+                        help="shrink images whose short side is larger (img2dataset used 512)")
+    parser.add_argument("--tagger", default="pattern", choices=(*nouns.TAGGERS, "none"),
+                        help="'none': store no nouns; training extracts them online")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--image_column", default=None, help="CSV: the image-path column")
+    parser.add_argument("--caption_column", default=None, help="CSV: the caption column")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    try:
+        manifest = convert_dataset(
+            args.input, args.format, args.out, name=args.name,
+            examples_per_shard=args.examples_per_shard,
+            resize_short_side=args.resize_short_side,
+            tagger=None if args.tagger == "none" else args.tagger, workers=args.workers,
+            overwrite=args.overwrite, progress=not args.quiet,
+            image_column=args.image_column, caption_column=args.caption_column)
+    except (FileNotFoundError, FileExistsError, ValueError, LookupError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    skipped = {k: v for k, v in manifest["skipped"].items() if k != "report" and v}
+    print(f"wrote {manifest['num_examples']} examples in {len(manifest['shards'])} shards to "
+          f"{args.out}; skipped {skipped or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
