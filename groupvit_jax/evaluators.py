@@ -27,6 +27,7 @@ def register(kind: str):
 
 def create(evals_config, train_config) -> list[tuple[str, int, Callable]]:
     """(name, every_steps, run) for each configured evaluator; unknown kinds are errors."""
+    import groupvit_jax.evaluation  # noqa: F401  (registers "seg" and "classification")
     out = []
     for name, cfg in evals_config.items():
         if cfg.kind not in REGISTRY:

@@ -1,0 +1,182 @@
+"""Zero-shot segmentation of whole images: resize, slide, score, average, resize back.
+
+    labels = gv.evaluation.predict_segmentation(model, image_uint8, ["cat", "dog"])
+
+The windows of a batch of images go through the tower together, sharded over all local
+devices (a 1-D mesh); averaging and the final resize run on the host in float32.
+"""
+from __future__ import annotations
+
+import weakref
+from collections import defaultdict
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from groupvit_jax.evaluation.classification import text_classifier
+from groupvit_jax.evaluation.resize import normalize_pixels, resize_bilinear, resize_for_protocol
+from groupvit_jax.evaluation.scoring import score_windows
+from groupvit_jax.evaluation.slide import average_windows, window_boxes
+from groupvit_jax.templates import TEMPLATE_SETS
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+WINDOWS_PER_DEVICE = 2
+
+# Per model: caches valid while its variables are the same object (the trainer swaps
+# in new ones before each evaluation).
+_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Predictors follow their model's variables themselves, so they outlive those caches.
+_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _model_cache(model) -> dict:
+    variables, cache = _CACHES.get(model, (None, None))
+    if variables is not model.variables:
+        cache = {}
+        _CACHES[model] = (model.variables, cache)
+    return cache
+
+
+def resolve_templates(template: str | Sequence[str]) -> tuple[str, ...]:
+    """A template ("a photo of a {}."), a set name of groupvit_jax.templates, or a list."""
+    if isinstance(template, str):
+        if "{}" in template:
+            return (template,)
+        if template in TEMPLATE_SETS:
+            return TEMPLATE_SETS[template]
+        raise ValueError(f"template {template!r} has no '{{}}' and is not a template set; "
+                         f"sets: {sorted(TEMPLATE_SETS)}.")
+    templates = tuple(template)
+    bad = [t for t in templates if "{}" not in t]
+    if not templates or bad:
+        raise ValueError(f"templates need a '{{}}' for the class name; got {templates!r}.")
+    return templates
+
+
+def class_embeddings(model, class_names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+    """float32 [C, D] L2-normalised class embeddings (averaged over templates first)."""
+    key = ("class_embeds", tuple(class_names), tuple(templates))
+    cache = _model_cache(model)
+    if key not in cache:
+        cache[key] = text_classifier(model, *key[1:])
+    return cache[key]
+
+
+def _host_local(tree):
+    """Arrays spanning several hosts (a training state) -> full copies on this host."""
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return multihost_utils.process_allgather(x, tiled=True)
+        return x
+    return jax.tree.map(local, tree)
+
+
+def logit_scale(model) -> np.float32:
+    """min(exp(s), 100) in float32, as the original computed it."""
+    s = np.float32(np.asarray(model.variables["params"]["logit_scale"]))
+    return np.minimum(np.exp(s), np.float32(100))
+
+
+class SegmentationPredictor:
+    """One model, one class list: image(s) -> int32 label maps of the original sizes.
+
+    Labels: with background, 0 = background and c + 1 = class_names[c]; without, c.
+    """
+
+    def __init__(self, model, class_names: Sequence[str], *, with_background: bool = True,
+                 bg_thresh: float = 0.95, template: str | Sequence[str] = DEFAULT_TEMPLATE,
+                 devices: Sequence[jax.Device] | None = None,
+                 windows_per_device: int = WINDOWS_PER_DEVICE):
+        if not class_names:
+            raise ValueError("class_names is empty.")
+        self.model = model
+        self.class_names = tuple(class_names)
+        self.with_background = with_background
+        self.bg_thresh = np.float32(bg_thresh)
+        self.templates = resolve_templates(template)
+        self.mesh = Mesh(np.array(list(devices or jax.local_devices())), ("windows",))
+        self.window_batch = windows_per_device * self.mesh.size
+        self._windows = NamedSharding(self.mesh, P("windows"))
+        self._patch = model.config.vision.patch_size
+        self._score = jax.jit(self._score_windows, static_argnums=(1,))
+        self._synced_to = None
+
+    def _sync(self):
+        """(Re)place the model's current variables and class embeddings on the mesh."""
+        if self._synced_to is self.model.variables:
+            return
+        replicated = NamedSharding(self.mesh, P())
+        self._variables = jax.device_put(_host_local(self.model.variables), replicated)
+        self._class_embeds = jax.device_put(
+            class_embeddings(self.model, self.class_names, self.templates), replicated)
+        self._logit_scale = logit_scale(self.model)
+        self._synced_to = self.model.variables
+
+    def _score_windows(self, windows, window_hw, variables, class_embeds, scale, bg_thresh):
+        grid = (window_hw[0] // self._patch, window_hw[1] // self._patch)
+        # The patch conv ignores a remainder narrower than a patch, as PyTorch's did.
+        pixels = normalize_pixels(windows[:, :grid[0] * self._patch, :grid[1] * self._patch])
+        outputs = self.model.module.apply(variables, pixels, method="encode_image")
+        groups, tables = score_windows(outputs, class_embeds, scale, grid, window_hw,
+                                       bg_thresh, self.with_background)
+        return groups.astype(jnp.uint8 if tables.shape[1] <= 256 else jnp.int32), tables
+
+    def score_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [N, h, w, 3] windows of one size -> (groups [N, h, w], tables [N, S, K]),
+        in padded batches of a fixed size (one compilation per window size)."""
+        self._sync()
+        groups, tables = [], []
+        for start in range(0, len(windows), self.window_batch):
+            batch = windows[start:start + self.window_batch]
+            padded = np.zeros((self.window_batch, *batch.shape[1:]), np.uint8)
+            padded[:len(batch)] = batch
+            g, t = self._score(jax.device_put(padded, self._windows), batch.shape[1:3],
+                               self._variables, self._class_embeds, self._logit_scale,
+                               self.bg_thresh)
+            groups.append(np.asarray(g)[:len(batch)])
+            tables.append(np.asarray(t)[:len(batch)])
+        return np.concatenate(groups), np.concatenate(tables)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """RGB uint8 [H, W, 3] images (any sizes) -> int32 [H, W] label maps."""
+        for i, image in enumerate(images):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+                raise ValueError(f"image {i}: expected RGB uint8 [H, W, 3], got "
+                                 f"{image.dtype} {image.shape}.")
+        resized = [resize_for_protocol(image) for image in images]
+        boxes = [window_boxes(*r.shape[:2]) for r in resized]
+        by_size = defaultdict(list)  # window size -> [(image index, window index)]
+        for i, image_boxes in enumerate(boxes):
+            for j, box in enumerate(image_boxes):
+                by_size[box.height, box.width].append((i, j))
+        window_scores = [[None] * len(b) for b in boxes]
+        for keys in by_size.values():
+            crops = np.stack([resized[i][b.top:b.top + b.height, b.left:b.left + b.width]
+                              for i, j in keys for b in [boxes[i][j]]])
+            groups, tables = self.score_windows(crops)
+            for (i, j), g, t in zip(keys, groups, tables):
+                window_scores[i][j] = t[g]
+        labels = []
+        for image, r, image_boxes, scores in zip(images, resized, boxes, window_scores):
+            mean = average_windows(scores, image_boxes, r.shape[:2])
+            labels.append(resize_bilinear(mean, image.shape[:2]).argmax(-1).astype(np.int32))
+        return labels
+
+
+def predict_segmentation(model, image: np.ndarray, class_names: Sequence[str],
+                         bg_thresh: float = 0.95, with_background: bool = True,
+                         template: str | Sequence[str] = DEFAULT_TEMPLATE) -> np.ndarray:
+    """RGB uint8 [H, W, 3] -> int32 [H, W] labels: 0 = background, c + 1 = class_names[c]
+    (without background: c = class_names[c]). The predictor (compiled window pass, class
+    embeddings) is cached per model and arguments."""
+    key = ("predictor", tuple(class_names), float(bg_thresh), with_background,
+           resolve_templates(template))
+    cache = _PREDICTORS.setdefault(model, {})
+    if key not in cache:
+        cache[key] = SegmentationPredictor(model, class_names, bg_thresh=bg_thresh,
+                                           with_background=with_background, template=template)
+    return cache[key].predict([np.asarray(image)])[0]

@@ -1,0 +1,68 @@
+"""The protocol's image sizes and its bilinear resampling, in PyTorch's arithmetic.
+
+Images are resized (OpenCV, uint8) so the short side is 448 with the long side at most
+2048, as the released mmseg pipeline did (`img_scale=(2048, 448)`, keep_ratio). Score
+maps are resampled like `F.interpolate(mode="bilinear", align_corners=False)`: half-pixel
+centres, source index clamped at 0, the same float32 taps as PyTorch's CPU kernel (its
+source index is one fused multiply-add). PyTorch's blending order is not reproduced, so
+values may differ from it in the last bit (1.2e-7 at most): label maps agree except
+where two classes are that close, i.e. float32 ties.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from input_pipeline.eval_readers import resize_short_side
+
+SHORT_SIDE = 448
+LONG_SIDE_MAX = 2048
+# mmseg's img_norm_cfg (RGB order, 0-255 scale): ImageNet's statistics.
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
+# mmcv multiplies by the reciprocal of the std (computed in float64, applied in float32).
+PIXEL_INV_STD = (1.0 / np.array([58.395, 57.12, 57.375], np.float64)).astype(np.float32)
+
+
+def resize_for_protocol(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 [H, W, 3] -> uint8 with short side 448 (long side <= 2048)."""
+    return resize_short_side(image, SHORT_SIDE, LONG_SIDE_MAX)
+
+
+def normalize_pixels(images):
+    """uint8 (any leading shape, RGB last) -> float32 ImageNet-normalised, as mmcv."""
+    return (jnp.asarray(images).astype(jnp.float32) - PIXEL_MEAN) * PIXEL_INV_STD
+
+
+def bilinear_taps(in_size: int, out_size: int):
+    """For each output index: the two source indices and their float32 weights."""
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}.")
+    out = np.arange(out_size)
+    if in_size == out_size:  # PyTorch's shortcut: weights exactly (1, 0)
+        return out, out, np.ones(out_size, np.float32), np.zeros(out_size, np.float32)
+    scale = np.float32(in_size) / np.float32(out_size)
+    # float32 scale times a half-integer is exact in float64: one rounding, as an FMA.
+    src = np.maximum((np.float64(scale) * (out + 0.5) - 0.5).astype(np.float32), 0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    lam1 = np.clip(src - i0.astype(np.float32), 0, 1).astype(np.float32)
+    i1 = i0 + (i0 < in_size - 1)
+    return i0, i1, np.float32(1) - lam1, lam1
+
+
+def resize_bilinear(x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """float32 [H, W, ...] -> [out_h, out_w, ...], bilinear as PyTorch (see module doc)."""
+    (y0, y1, wy0, wy1), (x0, x1, wx0, wx1) = (bilinear_taps(x.shape[0], out_hw[0]),
+                                              bilinear_taps(x.shape[1], out_hw[1]))
+    extra = (1,) * (x.ndim - 2)
+    wx0, wx1 = wx0.reshape(1, -1, *extra), wx1.reshape(1, -1, *extra)
+    wy0, wy1 = wy0.reshape(-1, 1, *extra), wy1.reshape(-1, 1, *extra)
+    across = x[:, x0] * wx0 + x[:, x1] * wx1
+    return across[y0] * wy0 + across[y1] * wy1
+
+
+def upsample_bilinear(x, out_hw: tuple[int, int]):
+    """jax [B, H, W, C] -> [B, out_h, out_w, C], the same taps and order as above."""
+    (y0, y1, wy0, wy1), (x0, x1, wx0, wx1) = (bilinear_taps(x.shape[1], out_hw[0]),
+                                              bilinear_taps(x.shape[2], out_hw[1]))
+    across = (x[:, :, x0] * wx0[None, None, :, None] + x[:, :, x1] * wx1[None, None, :, None])
+    return across[:, y0] * wy0[None, :, None, None] + across[:, y1] * wy1[None, :, None, None]

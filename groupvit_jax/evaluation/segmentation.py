@@ -1,0 +1,110 @@
+"""A whole zero-shot segmentation evaluation: dataset in, mIoU table out.
+
+Each host evaluates every `process_count`-th image (padded so all hosts run the same
+number of steps); the confusion matrices are summed over hosts at the end. Used by the
+`eval_seg` binary and, as kind "seg", by the trainer's periodic evaluators.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from PIL import Image
+
+from groupvit_jax.evaluation import datasets
+from groupvit_jax.evaluation.metrics import SegmentationMetric
+from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE, SegmentationPredictor
+from groupvit_jax.evaluators import register
+from input_pipeline.eval_readers import batches, host_share
+
+IMAGES_PER_STEP = 4  # the windows of this many images share tower batches
+PROGRESS_EVERY_S = 10.0
+
+
+def _progress_line(done: int, total: int, seconds: float) -> str:
+    rate = done / seconds if seconds > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else float("inf")
+    return f"[{done}/{total}] {rate:.2f} images/s, ETA {eta:.0f} s"
+
+
+def _write_vis(vis_dir: Path, dataset, index: int, image, labels) -> None:
+    from groupvit_jax.visualize import render_segmentation  # written alongside; optional
+    picture = render_segmentation(image, labels, dataset.query_names, dataset.with_background)
+    Image.fromarray(picture).save(vis_dir / f"{dataset.pairs[index][0].stem}.png")
+
+
+def make_predictor(model, dataset: datasets.SegmentationDataset,
+                   bg_thresh: float | None = None,
+                   template: str | Sequence[str] = DEFAULT_TEMPLATE) -> SegmentationPredictor:
+    """The dataset's classes and background rule; bg_thresh defaults to the dataset's."""
+    if bg_thresh is None:
+        bg_thresh = datasets.DEFAULT_BG_THRESH[dataset.name]
+    return SegmentationPredictor(model, dataset.query_names, bg_thresh=bg_thresh,
+                                 with_background=dataset.with_background, template=template)
+
+
+def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDataset, *,
+             limit: int | None = None, vis_dir: str | Path | None = None,
+             log: Callable[[str], None] | None = print) -> dict:
+    """mIoU, aAcc, per-class IoU/Acc (percent) and run facts for `dataset`'s first `limit`
+    images (all by default)."""
+    total = len(dataset) if limit is None else min(limit, len(dataset))
+    mine = host_share(list(range(total)), jax.process_index(), jax.process_count())
+    if vis_dir is not None:
+        Path(vis_dir).mkdir(parents=True, exist_ok=True)
+    log = log if jax.process_index() == 0 else None
+    metric = SegmentationMetric(dataset.class_names)
+    start = last_log = time.time()
+    done = 0
+
+    def read(step):
+        indices, valid = step
+        return [(i, *dataset.read(i)) for i, ok in zip(indices, valid) if ok]
+
+    with ThreadPoolExecutor(1) as reader:  # decode the next step while this one computes
+        steps = batches(mine, IMAGES_PER_STEP)
+        pending = reader.submit(read, next(steps)) if mine else None
+        while pending is not None:
+            examples = pending.result()
+            following = next(steps, None)
+            pending = reader.submit(read, following) if following is not None else None
+            if not examples:
+                continue
+            predictions = predictor.predict([image for _, image, _ in examples])
+            for (i, image, label), prediction in zip(examples, predictions):
+                metric.add(prediction, label, str(dataset.pairs[i][1]))
+                if vis_dir is not None:
+                    _write_vis(Path(vis_dir), dataset, i, image, prediction)
+            done += len(examples) * jax.process_count()
+            if log and (time.time() - last_log > PROGRESS_EVERY_S or pending is None):
+                log(_progress_line(min(done, total), total, time.time() - start))
+                last_log = time.time()
+    if jax.process_count() > 1:
+        metric.confusion = np.asarray(
+            multihost_utils.process_allgather(metric.confusion)).sum(0)
+    seconds = time.time() - start
+    return {**metric.results(), "dataset": dataset.name, "num_images": total,
+            "bg_thresh": float(predictor.bg_thresh), "templates": list(predictor.templates),
+            "seconds": seconds, "images_per_sec": total / seconds if seconds else 0.0}
+
+
+@register("seg")
+def segmentation_evaluator(cfg, train_config):
+    """cfg: dataset (voc|context|coco_object|folder), data_dir, and optionally limit,
+    bg_thresh (default: the dataset's) and template (a template or a set name)."""
+    del train_config
+    dataset = datasets.load(cfg.dataset, cfg.data_dir)
+    predictors = {}  # per model object (the trainer passes one): compiled once per run
+
+    def run(model):
+        if model not in predictors:
+            predictors[model] = make_predictor(model, dataset, cfg.get("bg_thresh"),
+                                               cfg.get("template", DEFAULT_TEMPLATE))
+        result = evaluate(predictors[model], dataset, limit=cfg.get("limit"), log=None)
+        return {"mIoU": result["mIoU"], "aAcc": result["aAcc"]}
+    return run
