@@ -110,7 +110,7 @@ def test_flat_folder_with_labels_file_counts_hits_exactly(model, files, tmp_path
 
     dataset = classification.read_image_folder(tmp_path / "val", tmp_path / "names.txt",
                                                tmp_path / "val.txt")
-    result = classification.evaluate(model, dataset, batch_size=5)
+    result = classification.evaluate(model, dataset, batch_size=4)
     assert result["top1"] == pytest.approx(100 * ranks.count(0) / 14)
     assert result["top5"] == pytest.approx(100 * (ranks.count(0) + ranks.count(2)) / 14)
 
@@ -127,9 +127,9 @@ def test_flat_folder_with_labels_file_counts_hits_exactly(model, files, tmp_path
 def test_evaluator_and_binary_agree_with_evaluate(model, files, tmp_path):
     root, _ = files
     expected = classification.evaluate(model, classification.read_image_folder(root),
-                                       batch_size=8)
+                                       batch_size=4)
     cfg = ml_collections.ConfigDict({"cls": {"kind": "classification", "every_steps": 1,
-                                             "data_dir": str(root), "batch_size": 8}})
+                                             "data_dir": str(root), "batch_size": 4}})
     [(name, _, run)] = evaluators.create(cfg, train_config=None)
     assert name == "cls"
     assert run(model) == {"top1": expected["top1"], "top5": expected["top5"]}
@@ -138,7 +138,7 @@ def test_evaluator_and_binary_agree_with_evaluate(model, files, tmp_path):
     gv.export(model, ckpt)
     out = tmp_path / "results.json"
     assert eval_cls.main(["--checkpoint", str(ckpt), "--data_dir", str(root),
-                          "--batch_size", "8", "--out", str(out)]) == 0
+                          "--batch_size", "4", "--out", str(out)]) == 0
     written = json.loads(out.read_text())
     assert (written["top1"], written["top5"], written["num_images"]) == (
         expected["top1"], expected["top5"], 14)

@@ -8,10 +8,12 @@ import groupvit_jax as gv
 from tiny import tiny_config
 
 
-def tiny_pretrained(seed: int = 0, **config_kw) -> gv.PretrainedGroupViT:
-    """tiny_config() with CLIP's vocabulary, so `model.tokenize` ids are all in range."""
-    config = tiny_config(**config_kw)
-    config = config.replace(text=dataclasses.replace(config.text, vocab_size=49408))
+def tiny_pretrained(seed: int = 0, **vision_overrides) -> gv.PretrainedGroupViT:
+    """tiny_config() with CLIP's vocabulary (so `model.tokenize` ids are all in range) and
+    any vision fields replaced, e.g. depths=(1, 1) for a one-stage model."""
+    config = tiny_config()
+    config = config.replace(text=dataclasses.replace(config.text, vocab_size=49408),
+                            vision=dataclasses.replace(config.vision, **vision_overrides))
     size = config.vision.image_size
     variables = jax.jit(gv.GroupViT(config).init)(
         jax.random.key(seed), np.zeros((1, size, size, 3), np.float32),
