@@ -79,6 +79,8 @@ def test_class_folders_match_direct_computation(model, files):
     by_path = dict(entries)
     assert [CLASSES[by_path[p]] for p in dataset.paths] == [
         dataset.class_names[label] for label in dataset.labels]
+    # Round robin: the first 7 images (what --limit 7 keeps) are one of each class.
+    assert dataset.labels.tolist() == list(range(7)) * 2
 
     result = classification.evaluate(model, dataset, batch_size=4)
     scores = _reference_scores(model, dataset.paths)

@@ -2,13 +2,16 @@
 
 Layouts (`read_image_folder`):
 - class per subfolder (`train/`-style): `DIR/<class>/<image>`; labels are the subfolders
-  in sorted order. Names come from a names file (one per line, in label order) or, without
-  one, from the subfolder names with "_" read as a space.
+  in sorted order, images are visited round robin over the classes. Names come from a
+  names file (one per line, in label order) or, without one, from the subfolder names
+  with "_" read as a space.
 - a flat folder with a labels file (`val/`-style): every non-empty line names an image
   (relative to DIR) and its 0-based label, separated by whitespace
   ("ILSVRC2012_val_00000001.JPEG 65") or by a comma (CSV; a first line whose label is
-  not a number is taken as the header). A names file is required. The ImageNet devkit's
-  one-column ground truth (1-based ids in the devkit's order) is not accepted.
+  not a number is taken as the header). A names file is required. Caffe's ImageNet
+  `val.txt` has this form and numbers the classes in sorted-synset order, the order of
+  CLIP's ImageNet class names. The devkit's one-column ground truth (1-based ids in the
+  devkit's own order) is not accepted.
 
 Scoring: class embeddings are the projected text embeddings averaged over the templates
 (`IMAGENET_7`) and then L2-normalised; an image's score for a class is the cosine with
@@ -109,11 +112,11 @@ def _class_folders(root: Path, names_file: Path | None) -> ClassificationSet:
         if len(names) != len(folders):
             raise ValueError(f"{names_file} has {len(names)} class names, {root} has "
                              f"{len(folders)} class subfolders.")
-    paths, labels = [], []
-    for label, folder in enumerate(folders):
-        images = sorted(p for p in folder.iterdir() if _is_image(p))
-        paths += images
-        labels += [label] * len(images)
+    per_class = [sorted(p for p in folder.iterdir() if _is_image(p)) for folder in folders]
+    # Round robin over the classes, so that the first N images (--limit) span them all.
+    order = sorted((i, label) for label, images in enumerate(per_class) for i in range(len(images)))
+    paths = [per_class[label][i] for i, label in order]
+    labels = [label for _, label in order]
     if not paths:
         raise FileNotFoundError(f"{root}: class subfolders hold no images ({IMAGE_SUFFIXES}).")
     return ClassificationSet(tuple(paths), np.array(labels, np.int64), names)
