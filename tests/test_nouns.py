@@ -75,6 +75,38 @@ def test_nltk_without_its_data_names_what_is_missing(monkeypatch, tmp_path):
     assert "'pattern'" in message
 
 
+@pytest.fixture
+def toy_nltk_data(monkeypatch, tmp_path):
+    """NLTK data made here: a perceptron trained on two tagged sentences (each word seen
+    often enough to enter its tag dictionary, so its tag is exact) and empty punkt tables."""
+    import nltk
+    from nltk.tag.perceptron import PerceptronTagger
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    sentences = [[("A", "DT"), ("dog", "NN"), ("runs", "VBZ"), (".", ".")],
+                 [("The", "DT"), ("cats", "NNS"), ("sleep", "VBP"), ("quietly", "RB"),
+                  (".", ".")]]
+    perceptron = PerceptronTagger(load=False)
+    perceptron.train(sentences * 25, nr_iter=2)
+    tagger_dir = tmp_path / "taggers" / "averaged_perceptron_tagger_eng"
+    tagger_dir.mkdir(parents=True)
+    perceptron.save_to_json(lang="eng", loc=str(tagger_dir))
+    punkt_dir = tmp_path / "tokenizers" / "punkt_tab" / "english"
+    punkt_dir.mkdir(parents=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt",
+                 "ortho_context.tab"):
+        (punkt_dir / name).touch()
+    nouns.get_tagger.cache_clear()
+    yield
+    nouns.get_tagger.cache_clear()
+
+
+def test_nltk_tagger_keeps_the_perceptrons_nouns_and_verbs(toy_nltk_data):
+    # word_tokenize splits the sentences (and "runs." from its period); the toy model
+    # tags The/DT cats/NNS sleep/VBP quietly/RB ./. A/DT dog/NN runs/VBZ ./.
+    assert nouns.extract_nouns("The cats sleep quietly. A dog runs.", tagger="nltk") == [
+        "cats", "sleep", "dog", "runs"]
+
+
 def test_tagger_info():
     import importlib.metadata
     info = nouns.tagger_info("pattern")
