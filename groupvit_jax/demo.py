@@ -37,21 +37,31 @@ def parse_classes(text: str) -> list[str]:
     return names
 
 
+def nearest_resize(labels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Label map -> out_hw by nearest neighbour, sampling at pixel centres."""
+    rows = ((np.arange(out_hw[0]) + 0.5) * labels.shape[0] / out_hw[0]).astype(np.int64)
+    cols = ((np.arange(out_hw[1]) + 0.5) * labels.shape[1] / out_hw[1]).astype(np.int64)
+    return labels[rows[:, None], cols[None, :]]
+
+
 def stage_group_maps(model, image: np.ndarray) -> list[np.ndarray]:
     """int32 [H, W] group of every pixel after each grouping stage (stage 2 chains both).
 
     One tower pass on the image at the evaluation's scale (short side 448). The tower
     needs sides that are multiples of the patch size: the size is RESIZED to the nearest
     multiples (a stretch under half a patch) rather than padded, so no padding tokens
-    compete for groups and the maps still cover the whole image.
+    compete for groups and the maps still cover the whole image. Groups are picked at
+    that scale and the labels enlarged by nearest neighbour: upsampling 64 probability
+    maps to a 12-megapixel photo would take gigabytes.
     """
     patch = model.config.vision.patch_size
     height, width = rescaled_size(*image.shape[:2], SHORT_SIDE, LONG_SIDE_MAX)
     grid = (max(1, round(height / patch)), max(1, round(width / patch)))
-    resized = cv2.resize(image, (grid[1] * patch, grid[0] * patch),
-                         interpolation=cv2.INTER_LINEAR)
+    resized_hw = (grid[0] * patch, grid[1] * patch)
+    resized = cv2.resize(image, resized_hw[::-1], interpolation=cv2.INTER_LINEAR)
     soft_maps = model.encode_image(normalize_pixels(resized[None]))["soft_maps"]
-    return [np.asarray(group_labels(soft_maps[:stage], grid, image.shape[:2]))[0]
+    return [nearest_resize(np.asarray(group_labels(soft_maps[:stage], grid, resized_hw))[0],
+                           image.shape[:2])
             for stage in range(1, len(soft_maps) + 1)]
 
 

@@ -90,3 +90,12 @@ def test_bad_arguments_are_clear(checkpoint, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"repeats \['cat'\]"):
         demo.parse_classes("cat,dog, cat")
     assert demo.parse_classes(" cat,dog ,  grass ") == ["cat", "dog", "grass"]
+
+
+def test_nearest_resize_samples_pixel_centres():
+    labels = np.array([[0, 1], [2, 3]], np.int32)
+    np.testing.assert_array_equal(demo.nearest_resize(labels, (4, 6)),
+                                  [[0, 0, 0, 1, 1, 1]] * 2 + [[2, 2, 2, 3, 3, 3]] * 2)
+    np.testing.assert_array_equal(demo.nearest_resize(labels, (2, 2)), labels)
+    wide = np.arange(6, dtype=np.int32)[None].repeat(3, 0)
+    np.testing.assert_array_equal(demo.nearest_resize(wide, (1, 3)), [[1, 3, 5]])
