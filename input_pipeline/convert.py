@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -52,7 +53,7 @@ class Options:
 @dataclasses.dataclass(frozen=True)
 class UnitResult:
     index: int
-    shards: list[tuple[str, int]]  # (part file in the build folder, examples)
+    parts: list[tuple[str, int]]   # (part file in the build folder, examples)
     skipped: dict[str, int]        # reason -> count
     report: str                    # this unit's skip-report part
 
@@ -99,14 +100,36 @@ class _Skip(Exception):
         self.reason, self.detail = reason, detail
 
 
-def convert_unit(unit: sources.WorkUnit, build_dir: str, options: Options) -> UnitResult:
-    """Writes one work unit's usable examples as part files of at most examples_per_shard
-    examples, and its skipped ones to a report part."""
-    import tensorflow as tf
+class _PartWriter:
+    """Writes records to part files of at most `limit` records each, named after the work
+    unit so that their order is the units' order whichever worker wrote them."""
 
-    shards: list[tuple[str, int]] = []
+    def __init__(self, folder: str, unit_index: int, limit: int):
+        self.folder, self.unit_index, self.limit = folder, unit_index, limit
+        self.parts: list[tuple[str, int]] = []
+        self._writer = None
+
+    def write(self, record: bytes) -> None:
+        if self._writer is None or self.parts[-1][1] == self.limit:
+            import tensorflow as tf  # here: only the processes that write load it
+            self.close()
+            name = f"part-{self.unit_index:06d}-{len(self.parts):05d}.tfrecord"
+            self.parts.append((name, 0))
+            self._writer = tf.io.TFRecordWriter(str(Path(self.folder, name)))
+        self._writer.write(record)
+        self.parts[-1] = (self.parts[-1][0], self.parts[-1][1] + 1)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def convert_unit(unit: sources.WorkUnit, build_dir: str, options: Options) -> UnitResult:
+    """Writes one work unit's usable examples to part files and its skipped ones to a
+    report part."""
+    writer = _PartWriter(build_dir, unit.index, options.examples_per_shard)
     skipped: collections.Counter = collections.Counter()
-    writer = None
     report = f"skipped-{unit.index:06d}.jsonl"
     with open(Path(build_dir, report), "w") as report_file:
         for example in unit.read():
@@ -119,17 +142,10 @@ def convert_unit(unit: sources.WorkUnit, build_dir: str, options: Options) -> Un
                                               "reason": skip.reason, "detail": skip.detail},
                                              ensure_ascii=False) + "\n")
                 continue
-            if writer is None or shards[-1][1] == options.examples_per_shard:
-                if writer is not None:
-                    writer.close()
-                shards.append((f"part-{unit.index:06d}-{len(shards):05d}.tfrecord", 0))
-                writer = tf.io.TFRecordWriter(str(Path(build_dir, shards[-1][0])))
             words = nouns.extract_nouns(caption, options.tagger) if options.tagger else []
             writer.write(records.encode_example(example_id, image, caption, words))
-            shards[-1] = (shards[-1][0], shards[-1][1] + 1)
-    if writer is not None:
-        writer.close()
-    return UnitResult(unit.index, shards, dict(skipped), report)
+    writer.close()
+    return UnitResult(unit.index, writer.parts, dict(skipped), report)
 
 
 def _usable(example: sources.RawExample, resize_short_side: int | None) -> tuple[bytes, str]:
@@ -159,7 +175,7 @@ class _Progress:
     def update(self, result: UnitResult) -> None:
         self.units += 1
         self.skipped += sum(result.skipped.values())
-        self.examples += sum(n for _, n in result.shards) + sum(result.skipped.values())
+        self.examples += sum(n for _, n in result.parts) + sum(result.skipped.values())
         now = time.monotonic()
         if self.enabled and (now - self.last >= self.every_s or self.units == self.num_units):
             self.last = now
@@ -176,22 +192,22 @@ def _run_units(units: Iterable[sources.WorkUnit], num_units: int, build_dir: Pat
     work = functools.partial(convert_unit, build_dir=str(build_dir), options=options)
     meter = _Progress(num_units, progress)
     results = []
-    if workers == 1:
-        for result in map(work, units):
+    with contextlib.ExitStack() as stack:
+        if workers == 1:
+            done = map(work, units)
+        else:
+            # spawn, not fork: TensorFlow's threads do not survive a fork.
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+            done = pool.imap_unordered(work, units)
+        for result in done:
             meter.update(result)
             results.append(result)
-    else:
-        # spawn: TensorFlow's threads do not survive a fork.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for result in pool.imap_unordered(work, units):
-                meter.update(result)
-                results.append(result)
     return sorted(results, key=lambda r: r.index)
 
 
 def _assemble(build_dir: Path, results: list[UnitResult]) -> tuple[list[dict], dict]:
     """Renames the part files to their final shard names and joins the report parts."""
-    parts = [part for result in results for part in result.shards]
+    parts = [part for result in results for part in result.parts]
     shards = []
     for index, (part, count) in enumerate(parts):
         name = records.shard_name(SHARD_PREFIX, index, len(parts))
@@ -246,7 +262,8 @@ def convert_dataset(inputs: list[str], fmt: str, out_dir: str | Path, *,
                     image_column: str | None = None,
                     caption_column: str | None = None) -> dict:
     """Converts `inputs` (paths or globs) of format `fmt` into a dataset at out_dir and
-    returns its manifest (as records.read_manifest gives it)."""
+    returns its manifest (as records.read_manifest gives it). With workers > 1 the worker
+    processes are spawned: a calling script needs the `if __name__ == "__main__":` guard."""
     out_dir = Path(out_dir).absolute()
     if examples_per_shard < 1 or workers < 1:
         raise ValueError(f"examples_per_shard ({examples_per_shard}) and workers ({workers}) "

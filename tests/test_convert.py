@@ -229,6 +229,15 @@ def test_tsv_column_overrides_and_literal_quotes(tmp_path):
     assert example["caption"] == '"Quoted" bird' and example["image"] == PNG_BIRD
 
 
+def test_delimiter_sniffed_for_other_extensions(tmp_path):
+    (tmp_path / "a.png").write_bytes(PNG_BIRD)
+    (tmp_path / "pairs.txt").write_text("caption;image\nbird, small; a.png\n")
+    manifest = convert.convert_dataset([str(tmp_path / "pairs.txt")], "csv", tmp_path / "out",
+                                       progress=False)
+    [(_, [example])] = _read(manifest)
+    assert (example["id"], example["caption"]) == ("pairs.txt/0", "bird, small")
+
+
 def test_resize_short_side(folder_input, tmp_path):
     manifest = convert.convert_dataset([str(folder_input)], "folder", tmp_path / "out",
                                        resize_short_side=20, progress=False)
