@@ -72,7 +72,7 @@ def run(model, image: np.ndarray, class_names: Sequence[str], out_dir: str | Pat
     out = Path(out_dir)
     labels = predict_segmentation(model, image, class_names, bg_thresh=bg_thresh,
                                   with_background=with_background, template=template)
-    ids = visualize.class_ids(labels, with_background)
+    ids = visualize.class_ids(labels, len(class_names), with_background)
     pictures = {"input": image,
                 "prediction": visualize.render_segmentation(image, labels, class_names,
                                                             with_background)}
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         return 2
     written, labels = run(model, image, class_names, args.out, args.bg_thresh,
                           not args.no_background, args.template)
-    ids = visualize.class_ids(labels, not args.no_background)
+    ids = visualize.class_ids(labels, len(class_names), not args.no_background)
     found = ", ".join(f"{class_names[c]} {100 * np.mean(ids == c):.1f}%"
                       for c in np.unique(ids[ids >= 0]))
     print(f"{image.shape[1]}x{image.shape[0]} image; classes found: {found or 'none'}")

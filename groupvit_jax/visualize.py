@@ -53,17 +53,20 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _ignore_label(num_labels: int) -> int | None:
+    """255 means "not annotated", unless there are so many labels that it is a real one."""
+    return IGNORE_LABEL if num_labels <= IGNORE_LABEL else None
+
+
 def _check_labels(labels: np.ndarray, image: np.ndarray, num_labels: int, what: str,
-                  allow_ignore: bool) -> np.ndarray:
+                  ignore: int | None) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != image.shape[:2]:
         raise ValueError(f"{what} map has shape {labels.shape}, the image {image.shape[:2]}.")
-    bad = (labels < 0) | (labels >= num_labels)
-    if allow_ignore:
-        bad &= labels != IGNORE_LABEL
+    bad = ((labels < 0) | (labels >= num_labels)) & (labels != ignore)
     if bad.any():
         raise ValueError(f"{what} map holds {labels[bad][0]}, outside [0, {num_labels})"
-                         + (f" and not the ignore label {IGNORE_LABEL}." if allow_ignore else "."))
+                         + ("." if ignore is None else f" and not the ignore label {ignore}."))
     return labels.astype(np.int64)
 
 
@@ -81,11 +84,11 @@ def _font(image_hw: tuple[int, int]) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=max(10, round(min(image_hw) / 28)))
 
 
-def class_ids(labels: np.ndarray, with_background: bool) -> np.ndarray:
+def class_ids(labels: np.ndarray, num_classes: int, with_background: bool) -> np.ndarray:
     """Label map -> class index map (-1 where background or ignored)."""
     labels = np.asarray(labels).astype(np.int64)
     ids = labels - 1 if with_background else labels.copy()
-    ids[labels == IGNORE_LABEL] = -1
+    ids[labels == _ignore_label(num_classes + with_background)] = -1
     return ids
 
 
@@ -133,12 +136,13 @@ def render_segmentation(image_uint8: np.ndarray, labels: np.ndarray,
                         alpha: float = 0.5, draw_names: bool = True) -> np.ndarray:
     """The label map blended over the image, each present class's name on its regions.
 
-    Background (and the ignore label 255) is left as the image. Returns uint8 [H, W, 3].
+    Background and the ignore label 255 (with fewer than 255 labels) are left as the
+    image. Returns uint8 [H, W, 3].
     """
     image = _check_image(image_uint8)
-    labels = _check_labels(labels, image, len(class_names) + with_background, "label",
-                           allow_ignore=True)
-    ids = class_ids(labels, with_background)
+    num_labels = len(class_names) + with_background
+    labels = _check_labels(labels, image, num_labels, "label", _ignore_label(num_labels))
+    ids = class_ids(labels, len(class_names), with_background)
     colours = palette(len(class_names))
     out = _blend(image, ids, colours.astype(np.float32), alpha)
     if not draw_names:
@@ -163,7 +167,7 @@ def render_groups(image_uint8: np.ndarray, group_labels: np.ndarray, num_groups:
                   alpha: float = 0.5) -> np.ndarray:
     """Each group's distinct colour blended over the image, group borders drawn in white."""
     image = _check_image(image_uint8)
-    groups = _check_labels(group_labels, image, num_groups, "group", allow_ignore=False)
+    groups = _check_labels(group_labels, image, num_groups, "group", ignore=None)
     out = _blend(image, groups, palette(num_groups).astype(np.float32), alpha)
     edge = group_boundaries(groups)
     # Thicker borders on big images, so they survive downscaled viewing.

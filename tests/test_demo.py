@@ -76,7 +76,7 @@ def test_run_without_background_labels_every_pixel(model, image_file, tmp_path):
     image = np.asarray(Image.open(image_file))
     written, labels = demo.run(model, image, ["sky", "road"], tmp_path, with_background=False)
     assert labels.shape == (H, W) and set(np.unique(labels)) <= {0, 1}
-    ids = visualize.class_ids(labels, with_background=False)
+    ids = visualize.class_ids(labels, 2, with_background=False)
     assert (ids >= 0).all()
     assert set(written) == {"input", "prediction", "groups_stage1", "groups_stage2", "legend"}
 

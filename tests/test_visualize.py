@@ -71,6 +71,17 @@ def test_blend_leaves_background_and_ignore_as_the_image():
         visualize.palette(3)[0], (int(background.sum()), 3)))
 
 
+def test_255_is_a_class_when_there_are_that_many():
+    image, labels = _scene()
+    many = [f"class {i}" for i in range(300)]
+    labels[labels == 3] = 255  # with background: class_names[254]
+    ids = visualize.class_ids(labels, len(many), with_background=True)
+    assert (ids[labels == 255] == 254).all()
+    out = visualize.render_segmentation(image, labels, many, draw_names=False)
+    assert (out[labels == 255] != image[labels == 255]).any()
+    assert (visualize.class_ids(labels, 3, True)[labels == 255] == -1).all()
+
+
 def test_bad_label_maps_are_refused():
     image, labels = _scene()
     with pytest.raises(ValueError, match="holds 4, outside"):
