@@ -38,7 +38,7 @@ from groupvit_jax.templates import IMAGENET_7
 # (the segmentation protocol normalises as mmcv does, in evaluation/resize.py).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-TEXT_CHUNK = 256  # prompts per text-tower call: a fixed shape, compiled once
+TEXT_CHUNK = 256  # prompts per text-tower call at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,10 +156,13 @@ def text_classifier(model, class_names: Sequence[str],
     over the templates, then L2-normalised."""
     prompts = [t.format(name) for name in class_names for t in templates]
     tokens = model.tokenize(prompts)
+    # Fixed-size calls (one compilation), but no bigger than needed for short lists
+    # (a segmentation dataset's 21 prompts).
+    chunk_size = min(TEXT_CHUNK, len(tokens))
     embeds = []
-    for start in range(0, len(tokens), TEXT_CHUNK):
-        chunk = tokens[start:start + TEXT_CHUNK]
-        padded = np.zeros((TEXT_CHUNK, tokens.shape[1]), tokens.dtype)
+    for start in range(0, len(tokens), chunk_size):
+        chunk = tokens[start:start + chunk_size]
+        padded = np.zeros((chunk_size, tokens.shape[1]), tokens.dtype)
         padded[:len(chunk)] = chunk
         embeds.append(np.asarray(model.encode_text(padded))[:len(chunk)])
     embeds = np.concatenate(embeds).reshape(len(class_names), len(templates), -1)
