@@ -38,8 +38,13 @@ def default_config() -> ml_collections.ConfigDict:
 def normalize(image: tf.Tensor) -> tf.Tensor:
     """uint8 or float pixels in [0, 255] -> float32 normalised with the ImageNet statistics."""
     image = tf.cast(image, tf.float32)
-    return (image - tf.constant([255 * m for m in MEAN_RGB])) / tf.constant(
-        [255 * s for s in STD_RGB])
+    if image.shape.is_fully_defined():  # full-size constants: no slow channel broadcast
+        mean = randaugment_lib.per_channel([255 * m for m in MEAN_RGB], image.shape)
+        scale = randaugment_lib.per_channel([1 / (255 * s) for s in STD_RGB], image.shape)
+    else:
+        mean = tf.constant([255 * m for m in MEAN_RGB])
+        scale = tf.constant([1 / (255 * s) for s in STD_RGB])
+    return (image - mean) * scale
 
 
 def _log_uniform(u: tf.Tensor, low: float, high: float) -> tf.Tensor:
@@ -148,12 +153,11 @@ def random_erase(image: tf.Tensor, seed: tf.Tensor, probability: float = 0.25) -
     erase = (tf.random.stateless_uniform([], seeds[1]) < probability) & fits
 
     def erased():
-        noise = tf.random.stateless_normal(tf.stack([h, w, channels]), seeds[2])
-        noise = tf.pad(noise, [[y, height - y - h], [x, width - x - w], [0, 0]])
-        rows = tf.range(height)[:, None, None]
-        cols = tf.range(width)[None, :, None]
-        inside = (rows >= y) & (rows < y + h) & (cols >= x) & (cols < x + w)
-        return tf.where(inside, noise, image)
+        box = tf.stack([h, w, channels])
+        around = [[y, height - y - h], [x, width - x - w], [0, 0]]
+        noise = tf.pad(tf.random.stateless_normal(box, seeds[2]), around)
+        outside = tf.pad(tf.zeros(box), around, constant_values=1.0)
+        return image * outside + noise
 
     return tf.cond(erase, erased, lambda: image)
 

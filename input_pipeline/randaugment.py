@@ -13,9 +13,11 @@ variants of Posterize, Solarize, Color, Contrast, Brightness and Sharpness.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 
+import numpy as np
 import tensorflow as tf
 
 _LEVEL_DENOM = 10.0  # timm maps magnitudes on a 0-10 scale
@@ -53,19 +55,44 @@ def parse_spec(spec: str) -> RandAugmentSpec:
         increasing=bool(fields.get("inc", 0)))
 
 
+# TensorFlow's CPU kernels broadcast a [3] vector over [H, W, 3] about ten times slower
+# than they combine two full tensors, so per-channel values and pixel grids are expanded
+# to the image's static shape once, at trace time.
+
+@functools.lru_cache(maxsize=32)
+def _expanded(values: tuple, shape: tuple, dtype: str) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype), shape))
+
+
+def per_channel(values, shape, dtype=np.float32) -> tf.Tensor:
+    """A constant of the static `shape` [..., C] holding values[c] in channel c."""
+    return tf.constant(_expanded(tuple(values), tuple(shape), np.dtype(dtype).name))
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """PIL's pixel-centre coordinates x + 0.5 and y + 0.5, float32 [H, W, 3]."""
+    ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    return tuple(np.ascontiguousarray(np.repeat(g[..., None], 3, -1), np.float32)
+                 for g in (xs, ys))
+
+
 # ---- Colour ops (uint8 [H, W, 3] -> uint8) -------------------------------------------
+
+def _channel_index(image: tf.Tensor) -> tf.Tensor:
+    """Pixel value + 256 * channel, an index into per-channel tables of 256."""
+    return tf.cast(image, tf.int32) + per_channel([0, 256, 512], image.shape, np.int32)
+
 
 def _apply_lut(image: tf.Tensor, lut: tf.Tensor) -> tf.Tensor:
     """Per-channel lookup: lut int32 [3, 256]."""
-    index = tf.cast(image, tf.int32) + tf.constant([0, 256, 512])
-    return tf.cast(tf.gather(tf.reshape(lut, [-1]), index), tf.uint8)
+    return tf.cast(tf.gather(tf.reshape(lut, [-1]), _channel_index(image)), tf.uint8)
 
 
 def _histograms(image: tf.Tensor) -> tf.Tensor:
     """int32 [3, 256] per-channel histograms."""
-    index = tf.cast(image, tf.int32) + tf.constant([0, 256, 512])
-    counts = tf.math.bincount(tf.reshape(index, [-1]), minlength=768, maxlength=768)
-    return tf.reshape(counts, [3, 256])
+    index = tf.reshape(_channel_index(image), [-1])
+    return tf.reshape(tf.math.bincount(index, minlength=768, maxlength=768), [3, 256])
 
 
 def invert(image: tf.Tensor) -> tf.Tensor:
@@ -75,20 +102,24 @@ def invert(image: tf.Tensor) -> tf.Tensor:
 def posterize(image: tf.Tensor, bits) -> tf.Tensor:
     """Keep the top `bits` bits (PIL ImageOps.posterize; 8 or more: unchanged)."""
     drop = 8 - tf.clip_by_value(tf.cast(bits, tf.int32), 0, 8)
-    return tf.cast(tf.bitwise.left_shift(tf.bitwise.right_shift(
-        tf.cast(image, tf.int32), drop), drop), tf.uint8)
+    mask = tf.cast(tf.bitwise.left_shift(255, drop) & 255, tf.uint8)
+    return tf.bitwise.bitwise_and(image, mask)
 
 
 def solarize(image: tf.Tensor, threshold) -> tf.Tensor:
-    """Invert the pixels >= threshold (PIL ImageOps.solarize)."""
-    return tf.where(tf.cast(image, tf.int32) < tf.cast(threshold, tf.int32), image, 255 - image)
+    """Invert the pixels >= threshold (PIL ImageOps.solarize; 256: unchanged)."""
+    threshold = tf.cast(threshold, tf.int32)
+    invert_them = (image >= tf.cast(tf.minimum(threshold, 255), tf.uint8)) & (threshold < 256)
+    # x XOR 255 = 255 - x; arithmetic because tf.where is several times slower.
+    return tf.bitwise.bitwise_xor(image, tf.cast(invert_them, tf.uint8) * 255)
 
 
 def solarize_add(image: tf.Tensor, addition, threshold=128) -> tf.Tensor:
     """Add `addition` (saturating) to the pixels < threshold (timm's solarize_add)."""
-    pixels = tf.cast(image, tf.int32)
-    added = tf.minimum(pixels + tf.cast(addition, tf.int32), 255)
-    return tf.cast(tf.where(pixels < threshold, added, pixels), tf.uint8)
+    addition = tf.cast(tf.clip_by_value(tf.cast(addition, tf.int32), 0, 255), tf.uint8)
+    below = tf.cast(image < threshold, tf.uint8)
+    # min(x + a, 255) = min(x, 255 - a) + a; added only where below the threshold.
+    return tf.minimum(image, 255 - addition * below) + addition * below
 
 
 def auto_contrast(image: tf.Tensor) -> tf.Tensor:
@@ -119,10 +150,13 @@ def equalize(image: tf.Tensor) -> tf.Tensor:
 
 
 def grayscale(image: tf.Tensor) -> tf.Tensor:
-    """PIL's convert("L") in its fixed point (ITU-R 601-2 luma), uint8 [H, W, 1]."""
-    weights = tf.constant([19595, 38470, 7471])
-    luma = tf.reduce_sum(tf.cast(image, tf.int32) * weights, axis=-1, keepdims=True)
-    return tf.cast(tf.bitwise.right_shift(luma + 0x8000, 16), tf.uint8)
+    """PIL's convert("L") in its fixed point (ITU-R 601-2 luma), repeated in the three
+    channels: uint8 [H, W, 3]. The float32 matmul is exact: every sum stays below 2^24."""
+    weights = tf.constant([[19595.0] * 3, [38470.0] * 3, [7471.0] * 3])
+    pixels = tf.reshape(tf.cast(image, tf.float32), [-1, 3])
+    luma = tf.cast(tf.matmul(pixels, weights), tf.int32)
+    luma = tf.bitwise.right_shift(luma + 0x8000, 16)
+    return tf.reshape(tf.cast(luma, tf.uint8), tf.shape(image))
 
 
 def blend(degenerate: tf.Tensor, image: tf.Tensor, factor) -> tf.Tensor:
@@ -156,12 +190,10 @@ def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
     smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[None], kernel,
                                     strides=[1, 1, 1, 1], padding="VALID")[0]
     smooth = tf.cast(tf.clip_by_value(tf.floor(smooth + 0.5), 0, 255), tf.uint8)
-    smooth = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]])
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    rows = tf.range(height)[:, None, None]
-    cols = tf.range(width)[None, :, None]
-    interior = (rows > 0) & (rows < height - 1) & (cols > 0) & (cols < width - 1)
-    return blend(tf.where(interior, smooth, image), image, factor)
+    # PIL keeps the outermost pixels: paste the smoothed interior into the image.
+    border = tf.pad(tf.zeros_like(smooth), [[1, 1], [1, 1], [0, 0]], constant_values=1)
+    smooth = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]]) + image * border
+    return blend(smooth, image, factor)
 
 
 # ---- Geometric ops --------------------------------------------------------------------
@@ -183,13 +215,14 @@ def affine(image: tf.Tensor, matrix, fill) -> tf.Tensor:
         images=tf.cast(image, tf.float32)[None], transforms=transform,
         output_shape=[height, width], fill_value=0.0, interpolation="BILINEAR",
         fill_mode="NEAREST")[0]
-    xs = tf.range(width, dtype=tf.float32)[None, :] + 0.5
-    ys = tf.range(height, dtype=tf.float32)[:, None] + 0.5
+    xs, ys = _pixel_centres(height, width)
     source_x = a * xs + b * ys + c
     source_y = d * xs + e * ys + f
     inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
-    warped = tf.cast(tf.clip_by_value(tf.floor(warped), 0, 255), tf.uint8)
-    return tf.where(inside[:, :, None], warped, tf.constant(fill, tf.uint8))
+    inside = tf.cast(inside, tf.float32)
+    fill = per_channel(fill, image.shape)
+    return tf.cast(tf.clip_by_value(tf.floor(warped), 0, 255) * inside + fill * (1 - inside),
+                   tf.uint8)
 
 
 def rotate(image: tf.Tensor, degrees, fill) -> tf.Tensor:
