@@ -49,10 +49,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         dataset = classification.read_image_folder(args.data_dir, args.class_names, args.labels)
+        model = gv.load_pretrained(args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model = gv.load_pretrained(args.checkpoint)
     total = len(dataset.paths[:args.limit])
     print(f"{total} images, {len(dataset.class_names)} classes from {args.data_dir}")
     start = time.time()

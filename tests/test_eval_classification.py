@@ -146,6 +146,16 @@ def test_evaluator_and_binary_agree_with_evaluate(model, files, tmp_path):
         expected["top1"], expected["top5"], 14)
 
 
+def test_binary_reports_bad_paths(files, tmp_path, capsys):
+    root, _ = files
+    assert eval_cls.main(["--checkpoint", str(tmp_path / "none.pth"),
+                          "--data_dir", str(root)]) == 2
+    assert "none.pth: no such file" in capsys.readouterr().err
+    assert eval_cls.main(["--checkpoint", str(tmp_path / "none.pth"),
+                          "--data_dir", str(tmp_path / "nodata")]) == 2
+    assert "nodata: data directory not found" in capsys.readouterr().err
+
+
 def test_broken_layouts_name_the_file(files, tmp_path):
     root, entries = files
     with pytest.raises(FileNotFoundError, match="nowhere"):
