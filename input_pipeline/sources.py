@@ -60,7 +60,8 @@ class WorkUnit:
 
 
 def expand_inputs(patterns: list[str], fmt: str) -> list[Path]:
-    """Paths and globs -> the sorted, de-duplicated inputs: files, or folders for 'folder'."""
+    """Paths and globs -> the inputs in the order given (a glob's matches sorted), each
+    once: files, or folders for 'folder'."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
     if not patterns:
