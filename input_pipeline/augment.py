@@ -5,9 +5,13 @@ The release used timm's `create_transform(is_training=True)` on PIL images:
     RandomResizedCrop(224, bilinear) -> flip(p=0.5) -> RandAugment -> ToTensor -> Normalize
     -> RandomErasing(p=0.25, 'pixel')
 
-Here every random choice is a stateless draw from the example's seed, so the same seed
-gives the same image and a resumed pipeline continues exactly. JPEGs are decoded only
-inside the crop window.
+with RandAugment "rand-m9-mstd0.5-inc1" (configs/default.yml of NVlabs/GroupViT: the
+increasing-severity op variants) and bilinear resampling. Here every random choice is a
+stateless draw from the example's seed, so the same seed gives the same image and a
+resumed pipeline continues exactly. JPEGs are decoded only inside the crop window
+(pixel-identical to a full decode). The steps match PIL's arithmetic: the resize within
+one grey level, RandAugment's colour ops exactly, its geometric ops within one level on
+a few pixels (see tests/test_augment.py).
 
     image = train_image(record["image"], seed)              # the recipe
     image = train_image(record["image"], seed, **config)    # switches from a ConfigDict

@@ -201,9 +201,9 @@ def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
 def affine(image: tf.Tensor, matrix, fill) -> tf.Tensor:
     """PIL Image.transform(AFFINE, matrix, BILINEAR, fillcolor=fill).
 
-    PIL maps each output pixel centre (x + .5, y + .5) to the input point
-    (a x + b y + c, d x + e y + f), takes the pixel as `fill` when that point lies outside
-    [0, W) x [0, H), and otherwise interpolates with edge clamping.
+    PIL maps each output pixel centre (u, v) = (x + .5, y + .5) to the input point
+    (a u + b v + c, d u + e v + f), takes the pixel as `fill` when that point lies outside
+    [0, W) x [0, H), otherwise interpolates with edge clamping, and truncates.
     """
     a, b, c, d, e, f = (tf.cast(v, tf.float32) for v in matrix)
     height, width = image.shape[0], image.shape[1]
