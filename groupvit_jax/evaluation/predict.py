@@ -3,7 +3,8 @@
     labels = gv.evaluation.predict_segmentation(model, image_uint8, ["cat", "dog"])
 
 The windows of a batch of images go through the tower together, sharded over all local
-devices (a 1-D mesh); averaging and the final resize run on the host in float32.
+devices (a 1-D mesh); only group maps and small score tables come back to the host,
+which averages them and resizes back (assemble.py).
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from groupvit_jax.evaluation.classification import text_classifier
-from groupvit_jax.evaluation.resize import normalize_pixels, resize_bilinear, resize_for_protocol
+from groupvit_jax.evaluation.assemble import label_map
+from groupvit_jax.evaluation.resize import normalize_pixels, resize_for_protocol
 from groupvit_jax.evaluation.scoring import score_windows
-from groupvit_jax.evaluation.slide import average_windows, window_boxes
+from groupvit_jax.evaluation.slide import window_boxes
 from groupvit_jax.templates import TEMPLATE_SETS
 
 DEFAULT_TEMPLATE = "a photo of a {}."
@@ -153,18 +155,15 @@ class SegmentationPredictor:
         for i, image_boxes in enumerate(boxes):
             for j, box in enumerate(image_boxes):
                 by_size[box.height, box.width].append((i, j))
-        window_scores = [[None] * len(b) for b in boxes]
+        groups = [[None] * len(b) for b in boxes]
+        tables = [[None] * len(b) for b in boxes]
         for keys in by_size.values():
             crops = np.stack([resized[i][b.top:b.top + b.height, b.left:b.left + b.width]
                               for i, j in keys for b in [boxes[i][j]]])
-            groups, tables = self.score_windows(crops)
-            for (i, j), g, t in zip(keys, groups, tables):
-                window_scores[i][j] = t[g]
-        labels = []
-        for image, r, image_boxes, scores in zip(images, resized, boxes, window_scores):
-            mean = average_windows(scores, image_boxes, r.shape[:2])
-            labels.append(resize_bilinear(mean, image.shape[:2]).argmax(-1).astype(np.int32))
-        return labels
+            for (i, j), g, t in zip(keys, *self.score_windows(crops)):
+                groups[i][j], tables[i][j] = g, t
+        return [label_map(g, t, b, r.shape[:2], image.shape[:2])
+                for image, r, b, g, t in zip(images, resized, boxes, groups, tables)]
 
 
 def predict_segmentation(model, image: np.ndarray, class_names: Sequence[str],

@@ -5,8 +5,7 @@ Images are resized (OpenCV, uint8) so the short side is 448 with the long side a
 maps are resampled like `F.interpolate(mode="bilinear", align_corners=False)`: half-pixel
 centres, source index clamped at 0, the same float32 taps as PyTorch's CPU kernel (its
 source index is one fused multiply-add). PyTorch's blending order is not reproduced, so
-values may differ from it in the last bit (1.2e-7 at most): label maps agree except
-where two classes are that close, i.e. float32 ties.
+values may differ from it in the last bit: argmaxes agree except at float32 ties.
 """
 from __future__ import annotations
 
@@ -49,19 +48,9 @@ def bilinear_taps(in_size: int, out_size: int):
     return i0, i1, np.float32(1) - lam1, lam1
 
 
-def resize_bilinear(x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """float32 [H, W, ...] -> [out_h, out_w, ...], bilinear as PyTorch (see module doc)."""
-    (y0, y1, wy0, wy1), (x0, x1, wx0, wx1) = (bilinear_taps(x.shape[0], out_hw[0]),
-                                              bilinear_taps(x.shape[1], out_hw[1]))
-    extra = (1,) * (x.ndim - 2)
-    wx0, wx1 = wx0.reshape(1, -1, *extra), wx1.reshape(1, -1, *extra)
-    wy0, wy1 = wy0.reshape(-1, 1, *extra), wy1.reshape(-1, 1, *extra)
-    across = x[:, x0] * wx0 + x[:, x1] * wx1
-    return across[y0] * wy0 + across[y1] * wy1
-
-
 def upsample_bilinear(x, out_hw: tuple[int, int]):
-    """jax [B, H, W, C] -> [B, out_h, out_w, C], the same taps and order as above."""
+    """jax [B, H, W, C] -> [B, out_h, out_w, C]: blends the width pair, then the height
+    pair, with `bilinear_taps`."""
     (y0, y1, wy0, wy1), (x0, x1, wx0, wx1) = (bilinear_taps(x.shape[1], out_hw[0]),
                                               bilinear_taps(x.shape[2], out_hw[1]))
     across = (x[:, :, x0] * wx0[None, None, :, None] + x[:, :, x1] * wx1[None, None, :, None])
