@@ -10,9 +10,10 @@ intra-op parallelism 1) and batches of 64 so Python iteration does not count:
     decode_and_crop      reference: tf.image.decode_and_crop_jpeg of the RRC window only
     plain_crop_resize    reference: the usual tf.data recipe, decode_and_crop + a bilinear
                          resize without antialiasing (float32 out)
-    rrc_flip             decode window + RandomResizedCrop to 224 + flip  (target >= 600/s)
-    rrc_flip_randaug     ... + RandAugment rand-m9-mstd0.5-inc1          (target >= 250/s)
-    recipe               ... + normalise + RandomErasing 0.25 (train_image's defaults)
+    rrc_flip             decode window + resize to 224 + flip + normalise (target >= 600/s)
+    rrc_flip_aliased     rrc_flip with antialias=False (plain bilinear; not the recipe)
+    rrc_flip_randaug     rrc_flip + RandAugment rand-m9-mstd0.5-inc1     (target >= 250/s)
+    recipe               rrc_flip_randaug + RandomErasing 0.25 (train_image's defaults)
 
 img/s is images per wall-clock second; img/cpu-s is images per second of this process's
 CPU time, which moves less when other processes share the machine. Each figure is the
@@ -73,6 +74,8 @@ PIPELINES = {
     "decode_and_crop": lambda b, s: _decode_and_crop(b, s)[:1, :1],
     "plain_crop_resize": lambda b, s: tf.image.resize(_decode_and_crop(b, s), [224, 224]),
     "rrc_flip": lambda b, s: augment.train_image(b, s, randaugment=None, random_erasing=0.0),
+    "rrc_flip_aliased": lambda b, s: augment.train_image(
+        b, s, randaugment=None, random_erasing=0.0, antialias=False),
     "rrc_flip_randaug": lambda b, s: augment.train_image(b, s, random_erasing=0.0),
     "recipe": augment.train_image,
 }

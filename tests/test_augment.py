@@ -69,6 +69,19 @@ def test_config_dict_passes_the_same_switches_as_the_defaults():
     np.testing.assert_array_equal(plain, augment.normalize(augment.resize_uint8(crop, [224, 224])))
 
 
+def test_antialias_switch_selects_plain_bilinear():
+    data = _encode(_smooth_image(400, 500, seed=8), "JPEG", quality=90)
+    plain_steps = dict(scale=(0.9, 1.0), flip=False, randaugment=None, random_erasing=0.0)
+    crop_seed = tf.random.experimental.stateless_split(_seed(6), 4)[0]
+    crop = augment.decode_random_crop(data, crop_seed, scale=(0.9, 1.0))
+    assert min(crop.shape[:2]) > 224  # shrinking, where antialiasing matters
+    plain = tf.saturate_cast(tf.image.resize(crop, [224, 224]) + 0.5, tf.uint8)
+    aliased = augment.train_image(data, _seed(6), antialias=False, **plain_steps)
+    np.testing.assert_array_equal(aliased, augment.normalize(plain))
+    smooth = augment.train_image(data, _seed(6), **plain_steps)
+    assert np.abs(np.asarray(smooth) - np.asarray(aliased)).max() > 0.05
+
+
 def test_flip_mirrors_exactly_and_half_the_time():
     plain = dict(randaugment=None, random_erasing=0.0)
     flips = 0
