@@ -15,7 +15,9 @@ The manifest records what the shards hold, so a reader never has to scan them:
      "source": {"kind": "webdataset" | "csv" | "folder", "inputs": [...]},
      "nouns": {"tagger": "pattern" | "nltk" | null, "version": "..."},
      "image": {"resize_short_side": 512 | null},
-     "skipped": {"undecodable": n, "empty_caption": n, "report": "skipped.jsonl"},
+     "skipped": {reason: n, ..., "report": "skipped.jsonl"},  (input_pipeline.convert's
+                reasons: undecodable, empty_caption, missing_caption, missing_image,
+                undecodable_caption, duplicate_key)
      "created": ISO-8601 time}
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 FORMAT = "groupvit_jax.records/v1"
 MANIFEST = "manifest.json"
-REQUIRED_KEYS = ("format", "num_examples", "shards", "nouns")
+REQUIRED_KEYS = ("num_examples", "shards", "nouns")
 
 
 def shard_name(prefix: str, index: int, count: int) -> str:
@@ -44,7 +46,7 @@ def encode_example(example_id: str, image: bytes, caption: str, nouns: list[str]
         "image": b([image]),
         "caption": b([caption.encode()]),
         "nouns": b([n.encode() for n in nouns]),
-    })).SerializeToString()
+    })).SerializeToString(deterministic=True)  # same bytes in every process
 
 
 def feature_spec():
