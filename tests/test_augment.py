@@ -344,6 +344,66 @@ def test_rand_augment_is_deterministic_and_changes_images():
     assert 4 <= changed <= 12  # each image keeps both layers unapplied with p = 1/4
 
 
+def _timm_reference_op(image: Image.Image, name: str, level: float, sign: float):
+    """timm's AugmentOp for one drawn (op, magnitude, sign), on PIL, inc1 variants."""
+    fraction = level / 10
+    enhance = max(0.1, 1.0 + sign * fraction * 0.9)
+    affine = dict(resample=Image.BILINEAR, fillcolor=FILL)
+    width, height = image.size
+    ops = {
+        "AutoContrast": lambda: ImageOps.autocontrast(image),
+        "Equalize": lambda: ImageOps.equalize(image),
+        "Invert": lambda: ImageOps.invert(image),
+        "Rotate": lambda: image.rotate(sign * fraction * 30, **affine),
+        "Posterize": lambda: ImageOps.posterize(image, 4 - int(fraction * 4))
+        if int(fraction * 4) < 4 else Image.new("RGB", image.size),  # 0 bits: black
+        "Solarize": lambda: ImageOps.solarize(image, 256 - int(fraction * 256)),
+        "SolarizeAdd": lambda: image.point(
+            [min(255, i + int(fraction * 110)) if i < 128 else i for i in range(256)] * 3),
+        "Color": lambda: ImageEnhance.Color(image).enhance(enhance),
+        "Contrast": lambda: ImageEnhance.Contrast(image).enhance(enhance),
+        "Brightness": lambda: ImageEnhance.Brightness(image).enhance(enhance),
+        "Sharpness": lambda: ImageEnhance.Sharpness(image).enhance(enhance),
+        "ShearX": lambda: image.transform(
+            image.size, Image.AFFINE, (1, sign * fraction * 0.3, 0, 0, 1, 0), **affine),
+        "ShearY": lambda: image.transform(
+            image.size, Image.AFFINE, (1, 0, 0, sign * fraction * 0.3, 1, 0), **affine),
+        "TranslateXRel": lambda: image.transform(
+            image.size, Image.AFFINE, (1, 0, sign * fraction * 0.45 * width, 0, 1, 0), **affine),
+        "TranslateYRel": lambda: image.transform(
+            image.size, Image.AFFINE, (1, 0, 0, 0, 1, sign * fraction * 0.45 * height), **affine),
+    }
+    return ops[name]()
+
+
+def test_train_image_matches_the_recipe_run_with_pil():
+    """End to end (erasing aside): the same draws replayed with PIL crop, resize, flip and
+    timm's ops. Only rounding separates them: TF's one-pass resize is within a level of
+    PIL's two passes, and a threshold op (Posterize, Solarize) can turn that level into a
+    big step on the few pixels sitting at its threshold."""
+    array = _smooth_image(300, 400, seed=9)
+    data, image = _encode(array, "PNG"), Image.fromarray(array)
+    spec = ra.parse_spec(augment.RECIPE_RANDAUGMENT)
+    names = []
+    for i in range(16):
+        crop_seed, flip_seed, ra_seed, _ = tf.unstack(
+            tf.random.experimental.stateless_split(_seed(i, 5), 4))
+        y, x, h, w = (int(v) for v in augment.sample_crop_window(300, 400, crop_seed))
+        reference = image.crop((x, y, x + w, y + h)).resize((224, 224), Image.BILINEAR)
+        if float(tf.random.stateless_uniform([], flip_seed)) < 0.5:
+            reference = reference.transpose(Image.FLIP_LEFT_RIGHT)
+        for op, level, sign in zip(*(t.numpy() for t in ra.sample_layers(ra_seed, spec))):
+            if op < len(ra.OP_NAMES):
+                names.append(ra.OP_NAMES[op])
+                reference = _timm_reference_op(reference, ra.OP_NAMES[op], level, sign)
+        ours = _unnormalize(augment.train_image(data, _seed(i, 5), random_erasing=0.0))
+        diff = np.abs(ours - np.asarray(reference, np.float64))
+        # Seen: mean 0.03-0.33 levels; > 2 levels on at most 0.15% (Posterize, SolarizeAdd
+        # thresholds); AutoContrast and Contrast stretch a level into two.
+        assert diff.mean() < 0.5 and np.mean(diff > 2.01) < 0.005, i
+    assert len(set(names)) >= 8  # the seeds exercise most of the ops
+
+
 def test_rand_augment_needs_a_static_uint8_image():
     with pytest.raises(ValueError, match="uint8"):
         ra.rand_augment(tf.zeros([8, 8, 3]), _seed(0), "rand-m9")
