@@ -320,6 +320,7 @@ def sample_layers(seed: tf.Tensor, spec: RandAugmentSpec):
     return op, level, sign
 
 
+@tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow
 def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: str | RandAugmentSpec,
                  fill=(128, 128, 128)) -> tf.Tensor:
     """RandAugment on a uint8 [H, W, 3] image with a static shape; `fill` is the RGB colour

@@ -59,6 +59,16 @@ def test_train_image_is_a_function_of_the_seed():
     assert np.abs(np.asarray(first) - np.asarray(other)).max() > 0.1
 
 
+def test_train_image_maps_a_dataset_of_mixed_formats():
+    png = _encode(_smooth_image(90, 120, seed=10), "PNG")
+    dataset = tf.data.Dataset.from_tensor_slices([JPEG, png]).enumerate()
+    dataset = dataset.map(lambda i, b: augment.train_image(b, tf.stack([i, i]), randaugment=None))
+    batch = next(iter(dataset.batch(2)))
+    assert batch.shape == (2, 224, 224, 3)
+    np.testing.assert_array_equal(batch[1],
+                                  augment.train_image(png, _seed(1, 1), randaugment=None))
+
+
 def test_config_dict_passes_the_same_switches_as_the_defaults():
     config = augment.default_config()
     np.testing.assert_array_equal(augment.train_image(JPEG, _seed(5), **config),
