@@ -1,5 +1,8 @@
-"""Windows sharded over 8 (fake CPU) devices give the same labels as one device."""
+"""Windows sharded over 8 (fake CPU) devices give the same labels as one device, and two
+processes (jax.distributed on loopback) splitting the images give one process's mIoU."""
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +23,23 @@ predictor = SegmentationPredictor(random_model(), ["cat", "dog", "tree"], bg_thr
 assert jax.local_device_count() == predictor.window_batch // 2 == int(sys.argv[2])
 labels = predictor.predict(images())
 np.savez(sys.argv[1], *labels)
+"""
+
+
+EVAL_SCRIPT = """
+import json, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+process_id, count, port, data_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+if count > 1:
+    jax.distributed.initialize(f"127.0.0.1:{port}", count, process_id)
+from groupvit_jax.evaluation import datasets, segmentation
+from tests.test_eval_protocol import random_model
+
+dataset = datasets.folder(data_dir)
+predictor = segmentation.make_predictor(random_model(), dataset, 0.35)
+result = segmentation.evaluate(predictor, dataset, log=None)
+print("RESULT", json.dumps({k: result[k] for k in ("mIoU", "aAcc", "num_pixels", "per_class")}))
 """
 
 
@@ -49,3 +69,41 @@ def test_eight_devices_match_one(tmp_path):
     for image, a, b in zip(images(), one, eight):
         assert a.shape == image.shape[:2]
         np.testing.assert_array_equal(a, b)
+
+
+def _write_folder(root: Path) -> None:
+    from PIL import Image
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("background\ncat\ndog\ntree\n")
+    for i, image in enumerate(images()):
+        Image.fromarray(image).save(root / "images" / f"{i}.png")
+        label = (image[..., 0] // 64).astype(np.uint8)  # 0..3, blocky like the image
+        label[:2] = 255
+        Image.fromarray(label).save(root / "labels" / f"{i}.png")
+
+
+def _evaluate(data_dir: Path, processes: int) -> list[dict]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, "-c", EVAL_SCRIPT, str(i), str(processes),
+                               str(port), str(data_dir)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(processes)]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    return [json.loads(next(line for line in out.splitlines()
+                            if line.startswith("RESULT"))[len("RESULT"):]) for out in outputs]
+
+
+@pytest.mark.slow  # three processes compile the tiny model (~1 min)
+def test_two_hosts_split_the_images_and_sum_the_counts(tmp_path):
+    _write_folder(tmp_path / "data")
+    two = _evaluate(tmp_path / "data", 2)
+    [one] = _evaluate(tmp_path / "data", 1)
+    assert two[0] == two[1] == one  # 3 images: host 0 gets 2, host 1 gets 1 and a pad
+    assert one["num_pixels"] == sum(h * w - 2 * w for h, w, _ in
+                                    (i.shape for i in images()))

@@ -80,12 +80,12 @@ def measure(images: int) -> dict:
         segmentation.evaluate(predictor, warm_up, log=None)  # compiles
         timed = dataclass_slice(dataset, 1, images + 1)
         calls = []  # the window size of every tower batch the evaluation runs
-        score = predictor._score
+        window_pass = predictor._window_pass
 
         def counted(windows, hw, *rest):
             calls.append(hw)
-            return score(windows, hw, *rest)
-        predictor._score = counted
+            return window_pass(windows, hw, *rest)
+        predictor._window_pass = counted
         start = time.perf_counter()
         results = segmentation.evaluate(predictor, timed, log=None)
         total = time.perf_counter() - start

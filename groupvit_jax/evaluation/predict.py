@@ -98,13 +98,13 @@ class SegmentationPredictor:
         self.model = model
         self.class_names = tuple(class_names)
         self.with_background = with_background
-        self.bg_thresh = np.float32(bg_thresh)
+        self.bg_thresh = float(bg_thresh)
         self.templates = resolve_templates(template)
         self.mesh = Mesh(np.array(list(devices or jax.local_devices())), ("windows",))
         self.window_batch = windows_per_device * self.mesh.size
         self._windows = NamedSharding(self.mesh, P("windows"))
         self._patch = model.config.vision.patch_size
-        self._score = jax.jit(self._score_windows, static_argnums=(1,))
+        self._window_pass = jax.jit(self._window_pass_impl, static_argnums=(1,))
         self._synced_to = None
 
     def _sync(self):
@@ -118,7 +118,7 @@ class SegmentationPredictor:
         self._logit_scale = logit_scale(self.model)
         self._synced_to = self.model.variables
 
-    def _score_windows(self, windows, window_hw, variables, class_embeds, scale, bg_thresh):
+    def _window_pass_impl(self, windows, window_hw, variables, class_embeds, scale, bg_thresh):
         grid = (window_hw[0] // self._patch, window_hw[1] // self._patch)
         # The patch conv ignores a remainder narrower than a patch, as PyTorch's did.
         pixels = normalize_pixels(windows[:, :grid[0] * self._patch, :grid[1] * self._patch])
@@ -127,21 +127,21 @@ class SegmentationPredictor:
                                        bg_thresh, self.with_background)
         return groups.astype(jnp.uint8 if tables.shape[1] <= 256 else jnp.int32), tables
 
-    def score_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, h, w, 3] windows of one size -> (groups [N, h, w], tables [N, S, K]),
         in padded batches of a fixed size (one compilation per window size)."""
         self._sync()
-        groups, tables = [], []
-        for start in range(0, len(windows), self.window_batch):
+        pending = []
+        for start in range(0, len(windows), self.window_batch):  # all dispatched, then read
+            padded = np.zeros((self.window_batch, *windows.shape[1:]), np.uint8)
             batch = windows[start:start + self.window_batch]
-            padded = np.zeros((self.window_batch, *batch.shape[1:]), np.uint8)
             padded[:len(batch)] = batch
-            g, t = self._score(jax.device_put(padded, self._windows), batch.shape[1:3],
-                               self._variables, self._class_embeds, self._logit_scale,
-                               self.bg_thresh)
-            groups.append(np.asarray(g)[:len(batch)])
-            tables.append(np.asarray(t)[:len(batch)])
-        return np.concatenate(groups), np.concatenate(tables)
+            pending.append(self._window_pass(
+                jax.device_put(padded, self._windows), windows.shape[1:3], self._variables,
+                self._class_embeds, self._logit_scale, np.float32(self.bg_thresh)))
+        groups = np.concatenate([np.asarray(g) for g, _ in pending])[:len(windows)]
+        tables = np.concatenate([np.asarray(t) for _, t in pending])[:len(windows)]
+        return groups, tables
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """RGB uint8 [H, W, 3] images (any sizes) -> int32 [H, W] label maps."""
@@ -160,7 +160,7 @@ class SegmentationPredictor:
         for keys in by_size.values():
             crops = np.stack([resized[i][b.top:b.top + b.height, b.left:b.left + b.width]
                               for i, j in keys for b in [boxes[i][j]]])
-            for (i, j), g, t in zip(keys, *self.score_windows(crops)):
+            for (i, j), g, t in zip(keys, *self.run_windows(crops)):
                 groups[i][j], tables[i][j] = g, t
         return [label_map(g, t, b, r.shape[:2], image.shape[:2])
                 for image, r, b, g, t in zip(images, resized, boxes, groups, tables)]

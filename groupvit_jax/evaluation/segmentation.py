@@ -33,7 +33,7 @@ def _progress_line(done: int, total: int, seconds: float) -> str:
 
 
 def _write_vis(vis_dir: Path, dataset, index: int, image, labels) -> None:
-    from groupvit_jax.visualize import render_segmentation  # written alongside; optional
+    from groupvit_jax.visualize import render_segmentation  # lazily: only --vis_dir needs it
     picture = render_segmentation(image, labels, dataset.query_names, dataset.with_background)
     Image.fromarray(picture).save(vis_dir / f"{dataset.pairs[index][0].stem}.png")
 
@@ -73,8 +73,6 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
             examples = pending.result()
             following = next(steps, None)
             pending = reader.submit(read, following) if following is not None else None
-            if not examples:
-                continue
             predictions = predictor.predict([image for _, image, _ in examples])
             for (i, image, label), prediction in zip(examples, predictions):
                 metric.add(prediction, label, str(dataset.pairs[i][1]))
