@@ -101,7 +101,7 @@ def invert(image: tf.Tensor) -> tf.Tensor:
 
 def posterize(image: tf.Tensor, bits) -> tf.Tensor:
     """Keep the top `bits` bits (PIL ImageOps.posterize; 8 or more: unchanged; 0: black,
-    as the release's Pillow did and Pillow >= 10 refuses)."""
+    as the release's Pillow did; the pinned Pillow refuses 0)."""
     drop = 8 - tf.clip_by_value(tf.cast(bits, tf.int32), 0, 8)
     mask = tf.cast(tf.bitwise.left_shift(255, drop) & 255, tf.uint8)
     return tf.bitwise.bitwise_and(image, mask)
