@@ -6,7 +6,8 @@ is a lookup (`table[group]`), so the average takes one value per *region*: a set
 pixels covered by the same windows with the same group in each. We compute the mean
 once per region (same float32 additions in window order as mmseg's), and resample only
 where the four source pixels of an output pixel lie in different regions; elsewhere
-the bilinear blend of one vector keeps its argmax. The label maps equal the dense
+the bilinear blend of one vector keeps its argmax. (mmseg's softmax over classes before
+its argmax is monotone: it can only merge ties.) The label maps equal the dense
 computation except at float32 ties.
 """
 from __future__ import annotations
