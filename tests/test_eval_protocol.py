@@ -208,3 +208,9 @@ def test_matches_the_released_protocol_pixel_for_pixel(tiny_model, hw):
     assert ties.mean() < 1e-3
     np.testing.assert_array_equal(ours[~ties], ref[~ties])
     assert len(np.unique(ref)) >= 2  # the comparison sees background and a class
+
+
+def test_tower_batches_are_powers_of_two_up_to_the_limit(tiny_model):
+    predictor = predict.SegmentationPredictor(tiny_model, ["cat"], windows_per_device=8)
+    sizes = [predictor.batch_size(n) for n in (1, 2, 3, 5, 8, 20)]
+    assert sizes == [1, 2, 4, 8, 8, 8]

@@ -20,7 +20,7 @@ from tests.test_eval_protocol import random_model
 from tests.test_eval_sharding import images
 
 predictor = SegmentationPredictor(random_model(), ["cat", "dog", "tree"], bg_thresh=0.35)
-assert jax.local_device_count() == predictor.window_batch // 2 == int(sys.argv[2])
+assert jax.local_device_count() == predictor.window_batch // 8 == int(sys.argv[2])
 labels = predictor.predict(images())
 np.savez(sys.argv[1], *labels)
 """

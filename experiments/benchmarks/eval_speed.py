@@ -80,11 +80,11 @@ def measure(images: int) -> dict:
         dataset = datasets.folder(tmp)
         predictor = segmentation.make_predictor(model, dataset, 0.95)
         segmentation.evaluate(predictor, dataclass_slice(dataset, 0, 1), log=None)  # compile
-        calls = []  # the window size of every tower batch one evaluation runs
+        calls = []  # the shape of every tower batch one evaluation runs
         window_pass = predictor._window_pass
 
         def counted(windows, hw, *rest):
-            calls.append(hw)
+            calls.append(windows.shape)
             return window_pass(windows, hw, *rest)
         predictor._window_pass = counted
         timed = dataclass_slice(dataset, 1, images + 1)
@@ -95,22 +95,24 @@ def measure(images: int) -> dict:
             results = segmentation.evaluate(predictor, timed, log=None)
             totals.append(time.perf_counter() - start)
 
-    # The tower alone: the same calls on same-shaped window batches.
-    encode = jax.jit(lambda v, x: model.module.apply(v, normalize_pixels(x),
-                                                     method="encode_image"))
-    batches = {hw: jax.device_put(np.zeros((predictor.window_batch, *hw, 3), np.uint8),
-                                  predictor._windows) for hw in set(calls)}
+    # The tower alone: the same calls on same-shaped window batches, dispatched back to
+    # back like the evaluation's, returning what the scoring reads.
+    def tower_outputs(variables, windows):
+        out = model.module.apply(variables, normalize_pixels(windows), method="encode_image")
+        return out["soft_maps"], out["segment_embeds"], out["image_embeds"]
+    encode = jax.jit(tower_outputs)
+    batches = {shape: jax.device_put(np.zeros(shape, np.uint8), predictor._windows)
+               for shape in set(calls)}
     for pixels in batches.values():
         jax.block_until_ready(encode(predictor._variables, pixels))
     towers = []
     for _ in range(REPEATS):
         start = time.perf_counter()
-        for hw in calls:
-            jax.block_until_ready(encode(predictor._variables, batches[hw]))
+        jax.block_until_ready([encode(predictor._variables, batches[s]) for s in calls])
         towers.append(time.perf_counter() - start)
     total, tower = min(totals), min(towers)
     return {"devices": jax.local_device_count(), "platform": jax.default_backend(),
-            "images": images, "window_batch": predictor.window_batch,
+            "images": images, "max_window_batch": predictor.window_batch,
             "tower_calls": len(calls), "total_s": total, "tower_s": tower,
             "all_total_s": totals, "all_tower_s": towers,
             "images_per_s": images / total, "outside_tower_share": 1 - tower / total,

@@ -26,7 +26,7 @@ from groupvit_jax.evaluation.slide import window_boxes
 from groupvit_jax.templates import TEMPLATE_SETS
 
 DEFAULT_TEMPLATE = "a photo of a {}."
-WINDOWS_PER_DEVICE = 2
+WINDOWS_PER_DEVICE = 8  # the largest tower batch per device
 
 # Per model: caches valid while its variables are the same object (the trainer swaps
 # in new ones before each evaluation).
@@ -127,14 +127,21 @@ class SegmentationPredictor:
                                        bg_thresh, self.with_background)
         return groups.astype(jnp.uint8 if tables.shape[1] <= 256 else jnp.int32), tables
 
+    def batch_size(self, num_windows: int) -> int:
+        """Windows per tower call for `num_windows`: a power of two per device, at most
+        `window_batch` (few shapes to compile, little padding for a single image)."""
+        per_device = -(-num_windows // self.mesh.size)
+        return min(self.window_batch, self.mesh.size * 2 ** int(np.ceil(np.log2(per_device))))
+
     def run_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, h, w, 3] windows of one size -> (groups [N, h, w], tables [N, S, K]),
-        in padded batches of a fixed size (one compilation per window size)."""
+        in batches padded to `batch_size`."""
         self._sync()
         pending = []
-        for start in range(0, len(windows), self.window_batch):  # all dispatched, then read
-            padded = np.zeros((self.window_batch, *windows.shape[1:]), np.uint8)
-            batch = windows[start:start + self.window_batch]
+        size = self.batch_size(len(windows))
+        for start in range(0, len(windows), size):  # all dispatched first, then read back
+            padded = np.zeros((size, *windows.shape[1:]), np.uint8)
+            batch = windows[start:start + size]
             padded[:len(batch)] = batch
             pending.append(self._window_pass(
                 jax.device_put(padded, self._windows), windows.shape[1:3], self._variables,

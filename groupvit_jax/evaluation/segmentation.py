@@ -22,7 +22,6 @@ from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE, SegmentationPredic
 from groupvit_jax.evaluators import register
 from input_pipeline.eval_readers import batches, host_share
 
-IMAGES_PER_STEP = 4  # the windows of this many images share tower batches
 PROGRESS_EVERY_S = 10.0
 
 
@@ -67,7 +66,8 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
         return [(i, *dataset.read(i)) for i, ok in zip(indices, valid) if ok]
 
     with ThreadPoolExecutor(1) as reader:  # decode the next step while this one computes
-        steps = batches(mine, IMAGES_PER_STEP)
+        # Enough images per step to fill the largest tower batch (1 to 3 windows each).
+        steps = batches(mine, max(1, predictor.window_batch // 2))
         pending = reader.submit(read, next(steps)) if mine else None
         while pending is not None:
             examples = pending.result()
