@@ -1,0 +1,203 @@
+"""The training input pipeline: sharding, determinism, resume, skipping, mixtures."""
+import importlib.util
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tensorflow.core.example import example_pb2
+
+from groupvit_jax.templates import CLIP_80
+from groupvit_jax.tokenizer import get_tokenizer
+from input_pipeline import mixture, records
+from input_pipeline.resumable import ResumableBatches
+from input_pipeline.train_dataset import create_train_dataset, serialized_stream
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (40, 48, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG")
+    return out.getvalue()
+
+
+def write_dataset(folder, name, shard_sizes, tagger="pattern", bad=()):
+    """Shards of examples "name/s/i" with caption "a dog number s i" and nouns ["dog",
+    "n<s>x<i>"]. `bad`: (shard, i) pairs written as a non-Example record (i even) or
+    as an Example whose image is not an image (i odd)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    shards = []
+    for s, size in enumerate(shard_sizes):
+        file = records.shard_name("train", s, len(shard_sizes))
+        with tf.io.TFRecordWriter(str(folder / file)) as writer:
+            for i in range(size):
+                if (s, i) in bad and i % 2 == 0:
+                    writer.write(b"not a tf.train.Example")
+                    continue
+                image = b"not an image" if (s, i) in bad else _jpeg(1000 * s + i)
+                nouns = ["dog", f"n{s}x{i}"] if tagger else []
+                writer.write(records.encode_example(f"{name}/{s}/{i}", image,
+                                                    f"a dog number {s} {i}", nouns))
+        shards.append({"file": file, "num_examples": size})
+    records.write_manifest(folder, {"format": records.FORMAT, "name": name, "shards": shards,
+                                    "num_examples": sum(shard_sizes), "nouns": {"tagger": tagger}})
+    return folder
+
+
+def make_config(tmp_path, datasets, global_batch=4, shuffle_buffer=1, randaugment=None):
+    spec = importlib.util.spec_from_file_location("cfg", ROOT / "configs/gcc_yfcc_2stage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("runlocal")
+    config.data.source = "records"
+    config.data.data_dir = str(tmp_path)
+    config.data.datasets = datasets
+    config.data.global_batch = global_batch
+    config.data.shuffle_buffer = shuffle_buffer
+    config.data.num_threads = 2
+    config.data.augment.randaugment = randaugment
+    return config
+
+
+def stream_ids(config, count, process_index=0, process_count=1):
+    ds = serialized_stream(config, process_index, process_count, seed=0).take(count)
+    out = []
+    for element in ds.as_numpy_iterator():
+        example = example_pb2.Example.FromString(element["record"])
+        out.append(example.features.feature["id"].bytes_list.value[0].decode())
+    return out
+
+
+@pytest.mark.parametrize("shard_sizes", [(3, 4, 5, 6), (10,)], ids=["by_file", "by_example"])
+def test_two_hosts_see_disjoint_parts_whose_union_is_the_dataset(tmp_path, shard_sizes):
+    write_dataset(tmp_path / "d", "d", shard_sizes)
+    config = make_config(tmp_path, {"d": 1.0})
+    if len(shard_sizes) == 4:  # by file: host 0 reads shards 0 and 2, host 1 shards 1 and 3
+        parts = [{f"d/{s}/{i}" for s in shards for i in range(shard_sizes[s])}
+                 for shards in ((0, 2), (1, 3))]
+    else:  # by example: both read the shard, host h keeps examples h, h + 2, ...
+        parts = [{f"d/0/{i}" for i in range(h, 10, 2)} for h in (0, 1)]
+    seen = [set(stream_ids(config, 60, h, 2)) for h in (0, 1)]  # several epochs each
+    assert seen == parts
+    assert not parts[0] & parts[1]
+    assert parts[0] | parts[1] == {f"d/{s}/{i}" for s, n in enumerate(shard_sizes)
+                                   for i in range(n)}
+
+
+def test_block_shuffle_permutes_within_blocks(tmp_path):
+    write_dataset(tmp_path / "d", "d", (8,))
+    ids = stream_ids(make_config(tmp_path, {"d": 1.0}, shuffle_buffer=4), 8)
+    assert sorted(ids[:4]) == [f"d/0/{i}" for i in range(4)]
+    assert sorted(ids[4:]) == [f"d/0/{i}" for i in range(4, 8)]
+    assert ids != sorted(ids)
+
+
+def _batches(config, n, **kw):
+    it = create_train_dataset(config, process_index=0, process_count=1, **kw).as_numpy_iterator()
+    return [next(it) for _ in range(n)]
+
+
+def test_fixed_seed_gives_the_same_batches_and_another_seed_others(tmp_path):
+    write_dataset(tmp_path / "d", "d", (6, 6))
+    config = make_config(tmp_path, {"d": 1.0}, shuffle_buffer=3, randaugment="rand-m9-mstd0.5")
+    first, again, other = (_batches(config, 1), _batches(config, 1), _batches(config, 1, seed=1))
+    for a, b in zip(first, again):
+        for key in ("images", "tokens", "example_index"):
+            np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(first[0]["images"], other[0]["images"])
+
+
+def test_batches_have_the_train_layout_and_clip_tokens(tmp_path):
+    write_dataset(tmp_path / "d", "d", (6,))
+    config = make_config(tmp_path, {"d": 1.0})
+    batch = _batches(config, 1)[0]
+    assert batch["images"].shape == (4, 64, 64, 3) and batch["images"].dtype == np.float32
+    assert batch["tokens"].shape == (4, 4, 77) and batch["tokens"].dtype == np.int32
+    clip = get_tokenizer(77)
+    for row, index in zip(batch["tokens"], batch["example_index"]):
+        caption = f"a dog number 0 {index}"  # shuffle_buffer=1: stream order = file order
+        np.testing.assert_array_equal(row[0], clip([caption])[0])
+        allowed = {caption} | {t.format(n) for t in CLIP_80 for n in ("dog", f"n0x{index}")}
+        allowed_tokens = {tuple(t) for t in clip(sorted(allowed))}
+        assert {tuple(t) for t in row[1:]} <= allowed_tokens
+        # Two nouns, three slots: both nouns are used once, the last slot is the caption.
+        np.testing.assert_array_equal(row[3], row[0])
+
+
+def test_resumed_stream_continues_exactly(tmp_path):
+    write_dataset(tmp_path / "a", "a", (5, 6, 7))
+    write_dataset(tmp_path / "b", "b", (4,))
+    config = make_config(tmp_path, {"a": 1.0, str(tmp_path / "b"): 2.0}, shuffle_buffer=3)
+    stream = ResumableBatches(config, process_index=0, process_count=1, chunk=5)
+    for _ in range(3):
+        next(stream)
+    state = json.loads(json.dumps(stream.state()))
+    assert (state["chunk"], state["skip"]) == (2, 2)  # 12 examples read, chunks of 5
+    expected = [next(stream) for _ in range(3)]
+    resumed = ResumableBatches(config, process_index=0, process_count=1, chunk=5)
+    resumed.restore(state)
+    for want in expected:
+        got = next(resumed)
+        np.testing.assert_array_equal(got["tokens"], want["tokens"])
+        np.testing.assert_array_equal(got["images"], want["images"])
+
+
+def test_corrupt_records_and_undecodable_images_are_skipped_and_counted(tmp_path):
+    # Records 3 (not an Example) and 6... (not an image) of one 10-record shard are bad.
+    write_dataset(tmp_path / "d", "d", (10,), bad={(0, 4), (0, 7)})
+    config = make_config(tmp_path, {"d": 1.0})
+    stream = ResumableBatches(config, process_index=0, process_count=1)
+    batches = [next(stream) for _ in range(4)]  # 16 good examples: two passes over the shard
+    assert all(b["images"].shape == (4, 64, 64, 3) for b in batches)
+    # Stream positions 0..19 (records 0..9 twice) minus 4 bad ones = 16 examples.
+    assert stream.skipped == 4
+
+
+def test_mixture_probabilities_scale_example_counts():
+    def source(n, w):
+        return mixture.Source("x", "x", w, {"num_examples": n})
+    assert mixture.probabilities([source(10, 1.0), source(30, 1.0)]) == [0.25, 0.75]
+    assert mixture.probabilities([source(10, 3.0), source(30, 1.0)]) == [0.5, 0.5]
+
+
+def test_mixture_weights_are_respected_over_many_draws(tmp_path):
+    write_dataset(tmp_path / "a", "a", (40, 40))
+    write_dataset(tmp_path / "b", "b", (120,))
+    config = make_config(tmp_path, {"a": 1.5, "b": 1.0})
+    ds = serialized_stream(config, 0, 1, seed=0).map(lambda e: e["source"]).batch(2000)
+    from_a = int(np.sum(next(iter(ds)).numpy() == 0))
+    p = 1.5 * 80 / (1.5 * 80 + 120)  # 0.5
+    assert abs(from_a - 2000 * p) < 4 * math.sqrt(2000 * p * (1 - p))
+
+
+def test_unresolvable_datasets_name_what_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "gcc3m" / "manifest.json")):
+        mixture.resolve({"gcc3m": 1.0}, str(tmp_path))
+    with pytest.raises(ValueError, match="--config.data.data_dir"):
+        mixture.resolve({"gcc3m": 1.0}, "")
+    with pytest.raises(FileNotFoundError, match="matched nothing"):
+        mixture.resolve({str(tmp_path / "nope*"): 1.0}, "")
+    write_dataset(tmp_path / "part1", "p1", (2,))
+    write_dataset(tmp_path / "part2", "p2", (3,))
+    found = mixture.resolve({str(tmp_path / "part*"): 2.0}, "")
+    assert [(s.name, s.weight) for s in found] == [("part1", 2.0), ("part2", 2.0)]
+
+
+def test_records_without_nouns_get_them_online(tmp_path):
+    write_dataset(tmp_path / "d", "d", (4,), tagger=None)
+    config = make_config(tmp_path, {"d": 1.0})
+    batch = _batches(config, 1)[0]
+    clip = get_tokenizer(77)
+    # "a dog number 0 i": the tagger finds "dog" and "number" (both NN).
+    for row, index in zip(batch["tokens"], batch["example_index"]):
+        nouns_prompts = {t.format(n) for t in CLIP_80 for n in ("dog", "number")}
+        prompt_tokens = {tuple(t) for t in clip(sorted(nouns_prompts))}
+        assert tuple(row[1]) in prompt_tokens and tuple(row[2]) in prompt_tokens
+        np.testing.assert_array_equal(row[3], clip([f"a dog number 0 {index}"])[0])
