@@ -1,6 +1,8 @@
-"""Orbax checkpoints of the train state: async, atomic, keep-last-k, auto-resume."""
+"""Orbax checkpoints of the train state: async, atomic, keep-last-k, auto-resume; and
+each process's input-pipeline position saved with them."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
@@ -24,3 +26,30 @@ def restore_or(mgr: ocp.CheckpointManager, state):
 
 def save(mgr: ocp.CheckpointManager, state, force: bool = False) -> bool:
     return mgr.save(int(state.step), args=ocp.args.StandardSave(state), force=force)
+
+
+def data_state_dir(workdir) -> Path:
+    """Per-process input-pipeline positions, one folder per saved step beside Orbax's."""
+    return Path(workdir).absolute() / "data_state"
+
+
+def save_data_state(workdir, step: int, process_index: int, state: dict,
+                    keep_steps: set[int]) -> None:
+    """Writes this process's data position for `step` (atomically) and deletes the ones of
+    steps Orbax no longer keeps."""
+    folder = data_state_dir(workdir) / str(step)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"process_{process_index}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+    for old in data_state_dir(workdir).iterdir():
+        if old.name.isdigit() and int(old.name) not in keep_steps | {step}:
+            (old / path.name).unlink(missing_ok=True)
+            if not any(old.iterdir()):
+                old.rmdir()
+
+
+def restore_data_state(workdir, step: int, process_index: int) -> dict | None:
+    path = data_state_dir(workdir) / str(step) / f"process_{process_index}.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -37,21 +37,31 @@ def create(evals_config, train_config) -> list[tuple[str, int, Callable]]:
     return out
 
 
+def _retrieval_pairs(cfg, train_config) -> dict:
+    vision, text = train_config.model.vision, train_config.model.text
+    if train_config.data.source == "records":
+        if not cfg.dataset:
+            raise ValueError("evals.retrieval.dataset is empty: with data.source='records' pass "
+                             "a converted held-out folder, --config.evals.retrieval.dataset=DIR.")
+        from input_pipeline.held_out import held_out_pairs
+        return held_out_pairs(cfg.dataset, cfg.num_examples, vision.image_size,
+                              train_config.data.tokenizer, text.context_length)
+    return synthetic_batch(HELD_OUT_STEP, cfg.num_examples, vision.image_size, 0,
+                           text.context_length, text.vocab_size, train_config.seed)
+
+
 @register("retrieval")
 def retrieval(cfg, train_config):
     """Image -> caption and caption -> image top-1 retrieval among `num_examples` held-out
-    pairs of the training source (synthetic: a step no run reaches), the early signal
-    that must work before segments can emerge."""
-    vision, text = train_config.model.vision, train_config.model.text
-    held_out = synthetic_batch(HELD_OUT_STEP, cfg.num_examples,
-                               vision.image_size, 0, text.context_length, text.vocab_size,
-                               train_config.seed)
+    pairs: the first records of `cfg.dataset` for a records source; for the synthetic one,
+    a step no run reaches. The early signal that must work before segments can emerge."""
+    held_out = _retrieval_pairs(cfg, train_config)
 
     def run(model):
         image = l2_normalize(model.encode_image(held_out["images"])["image_embeds"])
         caption = l2_normalize(model.encode_text(held_out["tokens"][:, 0]))
         sim = np.asarray(image @ caption.T)
-        # Synthetic captions repeat across examples of a concept: any match counts.
+        # Captions can repeat (synthetic concepts, duplicate alt-texts): any match counts.
         same = (held_out["tokens"][:, None, 0] == held_out["tokens"][None, :, 0]).all(-1)
         hits_i = same[np.arange(len(sim)), sim.argmax(1)]
         hits_t = same[sim.argmax(0), np.arange(len(sim))]

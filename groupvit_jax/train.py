@@ -14,10 +14,10 @@ import jax
 import numpy as np
 from clu import metric_writers, periodic_actions
 
-from groupvit_jax import checkpointing, evaluators, pretrained, sharding, train_config, train_step
+from groupvit_jax import (checkpointing, evaluators, pretrained, sharding, train_config,
+                          train_data, train_step)
 from groupvit_jax.config import GroupViTConfig
 from groupvit_jax.optim import make_optimizer
-from groupvit_jax.synthetic_data import synthetic_batch
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,19 +36,6 @@ class _Preemption:
 
     def restore(self):
         signal.signal(signal.SIGTERM, self._previous)
-
-
-def make_batches(config, model: GroupViTConfig, start_step: int):
-    """The local (per-host) batches from `start_step` on."""
-    if config.data.source != "synthetic":
-        raise ValueError(f"data.source={config.data.source!r}: only 'synthetic' is available "
-                         "until the input pipeline lands.")
-    step = start_step
-    while True:
-        yield synthetic_batch(step, config.data.global_batch, model.vision.image_size,
-                              config.data.num_prompts, model.text.context_length,
-                              model.text.vocab_size, config.seed)
-        step += 1
 
 
 def _check_finite(metrics, step):
@@ -99,7 +86,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                every_steps=config.log_every_steps)
     preemption = _Preemption()
-    batches = make_batches(config, model, start)
+    batches = train_data.make_batches(config, model, workdir, start)
     history = []
     t0, last_logged = time.time(), start
     try:
@@ -113,6 +100,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
             if step % config.log_every_steps == 0 or step == num_steps:
                 seconds = time.time() - t0
                 metrics["images_per_sec"] = (step - last_logged) * config.data.global_batch / seconds
+                metrics.update(batches.metrics())
                 writer.write_scalars(step, metrics)
                 history.append({"step": step, **metrics})
                 t0, last_logged = time.time(), step
@@ -125,7 +113,8 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                     scores = {f"{name}/{k}": v for k, v in run(eval_model).items()}
                     writer.write_scalars(step, scores)
                     history.append({"step": step, **scores})
-            checkpointing.save(ckpt, state, force=step == num_steps or preemption.requested)
+            if checkpointing.save(ckpt, state, force=step == num_steps or preemption.requested):
+                batches.save(workdir, step, set(ckpt.all_steps()))
             if preemption.requested:
                 logging.warning("SIGTERM: saved step %d, exiting; rerun to resume.", step)
                 break

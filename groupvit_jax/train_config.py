@@ -8,6 +8,7 @@ from __future__ import annotations
 from ml_collections import ConfigDict
 
 from groupvit_jax.config import GroupViTConfig, TextConfig, VisionConfig
+from input_pipeline import augment
 
 VARIANTS = ("", "runlocal", "gpu1")
 
@@ -22,11 +23,17 @@ def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
     c = ConfigDict()
     c.model = model_dict(model.replace(multi_label_scale=num_prompts > 0))
     c.data = ConfigDict(dict(
-        source="synthetic",          # "synthetic" until a dataset is configured
-        datasets=datasets,           # name -> sampling weight of the mixture
+        source="records",            # converted datasets (input_pipeline); or "synthetic"
+        data_dir="",                 # folder of converted datasets named in `datasets`
+        datasets=datasets,           # name or folder/glob -> weight (input_pipeline.mixture)
         global_batch=4096,
         num_prompts=num_prompts,     # K nouns-as-prompts per caption (0: no multi-label loss)
         examples_per_epoch=examples_per_epoch,
+        augment=augment.default_config(),  # the released recipe's switches
+        tokenizer="clip",            # or "sentencepiece:/path/to.model"
+        shuffle_buffer=10_000,       # examples per shuffled block, per dataset and host
+        num_threads=32,              # tf.data threads per host; the rest stay with JAX
+        prefetch=2,                  # batches prepared ahead
     ))
     c.optim = ConfigDict(dict(base_lr=1.6e-3, warmup_lr=4e-6, min_lr=4e-5, b1=0.9, b2=0.999,
                               eps=1e-8, weight_decay=0.05, clip_grad_norm=5.0,
@@ -44,8 +51,9 @@ def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
     # name -> {kind: a registered evaluator, every_steps, its options}; see evaluators.py.
+    # retrieval.dataset: a converted held-out folder (needed with data.source="records").
     c.evals = ConfigDict({"retrieval": {"kind": "retrieval", "every_steps": 2000,
-                                        "num_examples": 256}})
+                                        "num_examples": 256, "dataset": ""}})
     return c
 
 
@@ -77,6 +85,8 @@ def apply_variant(config: ConfigDict, arg: str | None) -> ConfigDict:
             projection_dim=32, projection_hidden=128,
             multi_label_scale=config.data.num_prompts > 0)
         config.model = model_dict(tiny)
+        config.data.source = "synthetic"
+        config.data.augment.image_size = tiny.vision.image_size
         config.data.global_batch = 8
         config.total_steps = 30
         config.warmup_epochs = 0
