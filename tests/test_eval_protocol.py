@@ -110,7 +110,7 @@ def _reference(model, image, class_names, bg_thresh):
     cv2.subtract(img, np.float64([[123.675, 116.28, 103.53]]), img)
     cv2.multiply(img, 1 / np.float64([[58.395, 57.12, 57.375]]), img)
     img = torch.from_numpy(img).permute(2, 0, 1)[None]
-    text = torch.from_numpy(np.asarray(model.encode_text(model.tokenize(
+    text = torch.from_numpy(np.array(model.encode_text(model.tokenize(
         [f"a photo of a {c}." for c in class_names]))))
     text = F.normalize(text[:, None].mean(1), dim=-1)
     logit_scale = torch.clamp(torch.tensor(np.asarray(
@@ -121,7 +121,7 @@ def _reference(model, image, class_names, bg_thresh):
         out = model.encode_image(crop[:, :, :gh * 16, :gw * 16].permute(0, 2, 3, 1).numpy())
         attn = None
         for soft in out["soft_maps"]:
-            soft = torch.from_numpy(np.asarray(soft)).transpose(1, 2)  # [B, N, G]
+            soft = torch.from_numpy(np.array(soft)).transpose(1, 2)  # [B, N, G]
             attn = soft if attn is None else attn @ soft
         attn = attn.reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
         attn = F.interpolate(attn, size=crop.shape[2:], mode="bilinear", align_corners=False)
@@ -129,8 +129,8 @@ def _reference(model, image, class_names, bg_thresh):
         top2 = attn.topk(2, dim=-1).values
         group_tie[y1:y2, x1:x2] |= (top2[..., 0] - top2[..., 1]) < 1e-6
         onehot = F.one_hot(attn.argmax(-1), attn.shape[-1]).float()
-        seg = F.normalize(torch.from_numpy(np.asarray(out["segment_embeds"]))[0], dim=-1)
-        avg = F.normalize(torch.from_numpy(np.asarray(out["image_embeds"])), dim=-1)
+        seg = F.normalize(torch.from_numpy(np.array(out["segment_embeds"]))[0], dim=-1)
+        avg = F.normalize(torch.from_numpy(np.array(out["image_embeds"])), dim=-1)
         group = seg @ text.T * logit_scale
         pre = F.softmax(group, -1)
         avg = F.softmax(avg @ text.T * logit_scale, -1)
