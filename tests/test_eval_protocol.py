@@ -214,3 +214,13 @@ def test_tower_batches_are_powers_of_two_up_to_the_limit(tiny_model):
     predictor = predict.SegmentationPredictor(tiny_model, ["cat"], windows_per_device=8)
     sizes = [predictor.batch_size(n) for n in (1, 2, 3, 5, 8, 20)]
     assert sizes == [1, 2, 4, 8, 8, 8]
+
+
+def test_templates_are_a_template_a_set_name_or_a_list():
+    assert predict.resolve_templates("a photo of a {}.") == ("a photo of a {}.",)
+    assert len(predict.resolve_templates("clip_80")) == 80
+    assert predict.resolve_templates(["a {}.", "the {}."]) == ("a {}.", "the {}.")
+    with pytest.raises(ValueError, match="not a template set; sets: .*imagenet_7"):
+        predict.resolve_templates("photo")
+    with pytest.raises(ValueError, match="need a '{}'"):
+        predict.resolve_templates(["a {}.", "no slot"])
