@@ -43,11 +43,18 @@ def save_data_state(workdir, step: int, process_index: int, state: dict,
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(state))
     tmp.replace(path)
-    for old in data_state_dir(workdir).iterdir():
-        if old.name.isdigit() and int(old.name) not in keep_steps | {step}:
-            (old / path.name).unlink(missing_ok=True)
-            if not any(old.iterdir()):
-                old.rmdir()
+    prune_data_states(workdir, process_index, keep_steps | {step})
+
+
+def prune_data_states(workdir, process_index: int, keep_steps: set[int]) -> None:
+    """Deletes this process's data positions of steps whose checkpoints Orbax deleted."""
+    if not data_state_dir(workdir).is_dir():
+        return
+    for folder in data_state_dir(workdir).iterdir():
+        if folder.name.isdigit() and int(folder.name) not in keep_steps:
+            (folder / f"process_{process_index}.json").unlink(missing_ok=True)
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def restore_data_state(workdir, step: int, process_index: int) -> dict | None:

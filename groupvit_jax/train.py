@@ -120,6 +120,8 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                 break
     finally:
         ckpt.wait_until_finished()
+        # Orbax deletes old steps once a save completes: drop their data positions too.
+        checkpointing.prune_data_states(workdir, jax.process_index(), set(ckpt.all_steps()))
         ckpt.close()
         writer.flush()
         preemption.restore()
