@@ -3,5 +3,16 @@ from groupvit_jax.config import GroupViTConfig, TextConfig, VisionConfig
 from groupvit_jax.model import GroupViT
 from groupvit_jax.pretrained import PretrainedGroupViT, export, load_pretrained
 
+
+
+def __getattr__(name):
+    # `gv.evaluation` without making every `import groupvit_jax` load OpenCV and the
+    # evaluators.
+    if name == "evaluation":
+        import importlib
+        return importlib.import_module("groupvit_jax.evaluation")
+    raise AttributeError(f"module 'groupvit_jax' has no attribute {name!r}")
+
+
 __all__ = ["GroupViT", "GroupViTConfig", "PretrainedGroupViT", "TextConfig", "VisionConfig",
            "export", "load_pretrained"]

@@ -21,7 +21,8 @@ import groupvit_jax as gv
 from groupvit_jax import visualize
 from groupvit_jax.evaluation import predict_segmentation
 from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE
-from groupvit_jax.evaluation.resize import LONG_SIDE_MAX, SHORT_SIDE, normalize_pixels
+from groupvit_jax.evaluation.resize import (RELEASED, Scale, add_scale_flags, normalize_pixels,
+                                            scale_from_flags)
 from groupvit_jax.segments import group_labels
 from input_pipeline.eval_readers import read_image, rescaled_size
 
@@ -44,7 +45,7 @@ def nearest_resize(labels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     return labels[rows[:, None], cols[None, :]]
 
 
-def stage_group_maps(model, image: np.ndarray) -> list[np.ndarray]:
+def stage_group_maps(model, image: np.ndarray, scale: Scale = RELEASED) -> list[np.ndarray]:
     """int32 [H, W] group of every pixel after each grouping stage (stage 2 chains both).
 
     One tower pass on the image at the evaluation's scale (short side 448). The tower
@@ -55,7 +56,7 @@ def stage_group_maps(model, image: np.ndarray) -> list[np.ndarray]:
     maps to a 12-megapixel photo would take gigabytes.
     """
     patch = model.config.vision.patch_size
-    height, width = rescaled_size(*image.shape[:2], SHORT_SIDE, LONG_SIDE_MAX)
+    height, width = rescaled_size(*image.shape[:2], scale.short_side, scale.long_side_max)
     grid = (max(1, round(height / patch)), max(1, round(width / patch)))
     resized_hw = (grid[0] * patch, grid[1] * patch)
     resized = cv2.resize(image, resized_hw[::-1], interpolation=cv2.INTER_LINEAR)
@@ -67,16 +68,17 @@ def stage_group_maps(model, image: np.ndarray) -> list[np.ndarray]:
 
 def run(model, image: np.ndarray, class_names: Sequence[str], out_dir: str | Path,
         bg_thresh: float = 0.95, with_background: bool = True,
-        template: str = DEFAULT_TEMPLATE) -> tuple[dict[str, Path], np.ndarray]:
+        template: str = DEFAULT_TEMPLATE,
+        scale: Scale = RELEASED) -> tuple[dict[str, Path], np.ndarray]:
     """Predicts, draws and writes the demo's pictures; returns ({name: path}, labels)."""
     out = Path(out_dir)
-    labels = predict_segmentation(model, image, class_names, bg_thresh=bg_thresh,
+    labels = predict_segmentation(model, image, class_names, bg_thresh=bg_thresh, scale=scale,
                                   with_background=with_background, template=template)
     ids = visualize.class_ids(labels, len(class_names), with_background)
     pictures = {"input": image,
                 "prediction": visualize.render_segmentation(image, labels, class_names,
                                                             with_background)}
-    for stage, groups in enumerate(stage_group_maps(model, image), start=1):
+    for stage, groups in enumerate(stage_group_maps(model, image, scale), start=1):
         num_groups = model.config.vision.num_output_groups[stage - 1]
         pictures[f"groups_stage{stage}"] = visualize.render_groups(image, groups, num_groups)
     pictures["legend"] = visualize.render_legend(class_names, np.unique(ids[ids >= 0]))
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
                         help="every pixel gets a class; no background")
     parser.add_argument("--template", default=DEFAULT_TEMPLATE,
                         help="prompt with {} for the class, or a template set name")
+    add_scale_flags(parser)
     args = parser.parse_args(argv)
     try:
         class_names = parse_classes(args.classes)
@@ -108,7 +111,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     written, labels = run(model, image, class_names, args.out, args.bg_thresh,
-                          not args.no_background, args.template)
+                          not args.no_background, args.template, scale_from_flags(args))
     ids = visualize.class_ids(labels, len(class_names), not args.no_background)
     found = ", ".join(f"{class_names[c]} {100 * np.mean(ids == c):.1f}%"
                       for c in np.unique(ids[ids >= 0]))

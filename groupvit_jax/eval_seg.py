@@ -19,6 +19,7 @@ import groupvit_jax as gv
 from groupvit_jax.evaluation import datasets, segmentation
 from groupvit_jax.evaluation.metrics import format_table, write_json
 from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE
+from groupvit_jax.evaluation.resize import add_scale_flags, scale_from_flags
 
 
 def parse_args(argv):
@@ -34,6 +35,7 @@ def parse_args(argv):
                         help="a template with {} or a set of groupvit_jax/templates.py")
     parser.add_argument("--jax_distributed", action="store_true",
                         help="call jax.distributed.initialize() (multi-host)")
+    add_scale_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -44,7 +46,8 @@ def main(argv=None) -> int:
     try:
         dataset = datasets.load(args.dataset, args.data_dir)
         model = gv.load_pretrained(args.checkpoint)
-        predictor = segmentation.make_predictor(model, dataset, args.bg_thresh, args.template)
+        predictor = segmentation.make_predictor(model, dataset, args.bg_thresh, args.template,
+                                                scale_from_flags(args))
         results = segmentation.evaluate(predictor, dataset, limit=args.limit,
                                         vis_dir=args.vis_dir)
     except (FileNotFoundError, ValueError) as e:

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from groupvit_jax.evaluation.classification import text_classifier
 from groupvit_jax.evaluation.assemble import label_map
-from groupvit_jax.evaluation.resize import normalize_pixels, resize_for_protocol
+from groupvit_jax.evaluation.resize import RELEASED, Scale, normalize_pixels, resize_for_protocol
 from groupvit_jax.evaluation.scoring import score_windows
 from groupvit_jax.evaluation.slide import window_boxes
 from groupvit_jax.templates import TEMPLATE_SETS
@@ -92,7 +92,7 @@ class SegmentationPredictor:
     def __init__(self, model, class_names: Sequence[str], *, with_background: bool = True,
                  bg_thresh: float = 0.95, template: str | Sequence[str] = DEFAULT_TEMPLATE,
                  devices: Sequence[jax.Device] | None = None,
-                 windows_per_device: int = WINDOWS_PER_DEVICE):
+                 windows_per_device: int = WINDOWS_PER_DEVICE, scale: Scale = RELEASED):
         if not class_names:
             raise ValueError("class_names is empty.")
         self.model = model
@@ -100,6 +100,7 @@ class SegmentationPredictor:
         self.with_background = with_background
         self.bg_thresh = float(bg_thresh)
         self.templates = resolve_templates(template)
+        self.scale = scale
         self.mesh = Mesh(np.array(list(devices or jax.local_devices())), ("windows",))
         self.window_batch = windows_per_device * self.mesh.size
         self._windows = NamedSharding(self.mesh, P("windows"))
@@ -156,8 +157,9 @@ class SegmentationPredictor:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
                 raise ValueError(f"image {i}: expected RGB uint8 [H, W, 3], got "
                                  f"{image.dtype} {image.shape}.")
-        resized = [resize_for_protocol(image) for image in images]
-        boxes = [window_boxes(*r.shape[:2]) for r in resized]
+        resized = [resize_for_protocol(image, self.scale) for image in images]
+        boxes = [window_boxes(*r.shape[:2], self.scale.window, self.scale.stride)
+                 for r in resized]
         by_size = defaultdict(list)  # window size -> [(image index, window index)]
         for i, image_boxes in enumerate(boxes):
             for j, box in enumerate(image_boxes):
@@ -175,14 +177,16 @@ class SegmentationPredictor:
 
 def predict_segmentation(model, image: np.ndarray, class_names: Sequence[str],
                          bg_thresh: float = 0.95, with_background: bool = True,
-                         template: str | Sequence[str] = DEFAULT_TEMPLATE) -> np.ndarray:
+                         template: str | Sequence[str] = DEFAULT_TEMPLATE,
+                         scale: Scale = RELEASED) -> np.ndarray:
     """RGB uint8 [H, W, 3] -> int32 [H, W] labels: 0 = background, c + 1 = class_names[c]
     (without background: c = class_names[c]). The predictor (compiled window pass, class
     embeddings) is cached per model and arguments."""
     key = ("predictor", tuple(class_names), float(bg_thresh), with_background,
-           resolve_templates(template))
+           resolve_templates(template), scale)
     cache = _PREDICTORS.setdefault(model, {})
     if key not in cache:
         cache[key] = SegmentationPredictor(model, class_names, bg_thresh=bg_thresh,
-                                           with_background=with_background, template=template)
+                                           with_background=with_background, template=template,
+                                           scale=scale)
     return cache[key].predict([np.asarray(image)])[0]

@@ -9,22 +9,57 @@ values may differ from it in the last bit: argmaxes agree except at float32 ties
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 
 from input_pipeline.eval_readers import resize_short_side
 
-SHORT_SIDE = 448
-LONG_SIDE_MAX = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Where the protocol puts an image: its short side (long side capped), then windows.
+
+    The released values suit models trained at 224 (windows of twice that). A model
+    trained at another resolution, like the toy world's 64, needs its own: the tower
+    must see things at about the size it learned them.
+    """
+    short_side: int = 448
+    long_side_max: int = 2048
+    window: int = 448
+    stride: int = 224
+
+    def __post_init__(self):
+        if not 0 < self.stride <= self.window or min(self.short_side, self.long_side_max) < 1:
+            raise ValueError(f"invalid evaluation scale {self}: sizes must be positive and "
+                             "0 < stride <= window.")
+
+
+RELEASED = Scale()
+
 # mmseg's img_norm_cfg (RGB order, 0-255 scale): ImageNet's statistics.
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 # mmcv multiplies by the reciprocal of the std (computed in float64, applied in float32).
 PIXEL_INV_STD = (1.0 / np.array([58.395, 57.12, 57.375], np.float64)).astype(np.float32)
 
 
-def resize_for_protocol(image: np.ndarray) -> np.ndarray:
-    """RGB uint8 [H, W, 3] -> uint8 with short side 448 (long side <= 2048)."""
-    return resize_short_side(image, SHORT_SIDE, LONG_SIDE_MAX)
+def resize_for_protocol(image: np.ndarray, scale: Scale = RELEASED) -> np.ndarray:
+    """RGB uint8 [H, W, 3] -> uint8 with short side 448 (long side <= 2048) or `scale`'s."""
+    return resize_short_side(image, scale.short_side, scale.long_side_max)
+
+
+def add_scale_flags(parser: argparse.ArgumentParser) -> None:
+    for field in dataclasses.fields(Scale):
+        parser.add_argument(f"--{field.name}", type=int, default=field.default,
+                            help=f"default {field.default}, the released protocol's; change "
+                                 "only for a model trained at another resolution")
+
+
+def scale_from_flags(args: argparse.Namespace) -> Scale:
+    return Scale(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Scale)})
 
 
 def normalize_pixels(images):

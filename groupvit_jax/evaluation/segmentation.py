@@ -6,6 +6,7 @@ number of steps); the confusion matrices are summed over hosts at the end. Used 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,7 @@ from PIL import Image
 from groupvit_jax.evaluation import datasets
 from groupvit_jax.evaluation.metrics import SegmentationMetric
 from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE, SegmentationPredictor
+from groupvit_jax.evaluation.resize import RELEASED, Scale
 from groupvit_jax.evaluators import register
 from input_pipeline.eval_readers import batches, host_share
 
@@ -39,12 +41,14 @@ def _write_vis(vis_dir: Path, dataset, index: int, image, labels) -> None:
 
 def make_predictor(model, dataset: datasets.SegmentationDataset,
                    bg_thresh: float | None = None,
-                   template: str | Sequence[str] = DEFAULT_TEMPLATE) -> SegmentationPredictor:
+                   template: str | Sequence[str] = DEFAULT_TEMPLATE,
+                   scale: Scale = RELEASED) -> SegmentationPredictor:
     """The dataset's classes and background rule; bg_thresh defaults to the dataset's."""
     if bg_thresh is None:
         bg_thresh = datasets.DEFAULT_BG_THRESH[dataset.name]
     return SegmentationPredictor(model, dataset.query_names, bg_thresh=bg_thresh,
-                                 with_background=dataset.with_background, template=template)
+                                 with_background=dataset.with_background, template=template,
+                                 scale=scale)
 
 
 def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDataset, *,
@@ -88,21 +92,24 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
     seconds = time.time() - start
     return {**metric.results(), "dataset": dataset.name, "num_images": total,
             "bg_thresh": float(predictor.bg_thresh), "templates": list(predictor.templates),
+            "scale": dataclasses.asdict(predictor.scale),
             "seconds": seconds, "images_per_sec": total / seconds if seconds else 0.0}
 
 
 @register("seg")
 def segmentation_evaluator(cfg, train_config):
     """cfg: dataset (voc|context|coco_object|folder), data_dir, and optionally limit,
-    bg_thresh (default: the dataset's) and template (a template or a set name)."""
+    bg_thresh (default: the dataset's), template (a template or a set name) and scale
+    (a dict of evaluation.resize.Scale's fields; default the released protocol's)."""
     del train_config
     dataset = datasets.load(cfg.dataset, cfg.data_dir)
     predictors = {}  # per model object (the trainer passes one): compiled once per run
 
     def run(model):
         if model not in predictors:
+            scale = Scale(**cfg.scale) if cfg.get("scale") else RELEASED
             predictors[model] = make_predictor(model, dataset, cfg.get("bg_thresh"),
-                                               cfg.get("template", DEFAULT_TEMPLATE))
+                                               cfg.get("template", DEFAULT_TEMPLATE), scale)
         result = evaluate(predictors[model], dataset, limit=cfg.get("limit"), log=None)
         return {"mIoU": result["mIoU"], "aAcc": result["aAcc"]}
     return run

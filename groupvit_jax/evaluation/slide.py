@@ -1,6 +1,6 @@
 """Sliding-window geometry, as mmseg's `slide_inference` places its windows.
 
-Windows of 448 at stride 224; the last row/column of windows is snapped to the border
+Windows of 448 at stride 224 (or a Scale's); the last row/column of windows is snapped to the border
 (so H=673 gives starts 0, 224, 225: a near-duplicate window that still counts). An image
 smaller than the window in a dimension gets one window of its own size there.
 """
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-WINDOW = 448
-STRIDE = 224
+from groupvit_jax.evaluation.resize import RELEASED
+
+WINDOW = RELEASED.window
+STRIDE = RELEASED.stride
 
 
 class Box(NamedTuple):
