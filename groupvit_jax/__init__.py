@@ -4,7 +4,6 @@ from groupvit_jax.model import GroupViT
 from groupvit_jax.pretrained import PretrainedGroupViT, export, load_pretrained
 
 
-
 def __getattr__(name):
     # `gv.evaluation` without making every `import groupvit_jax` load OpenCV and the
     # evaluators.
