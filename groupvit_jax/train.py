@@ -135,10 +135,14 @@ class _QuietOrbax:
         return "/orbax/" not in record.pathname or record.levelno >= 30
 
 
+def quiet_orbax_logs() -> None:
+    logging.getLogger("absl").addFilter(_QuietOrbax())
+
+
 def main(argv):
     del argv
     from absl import flags
-    logging.getLogger("absl").addFilter(_QuietOrbax())
+    quiet_orbax_logs()
     config = flags.FLAGS.config
     if flags.FLAGS.jax_distributed:
         jax.distributed.initialize()

@@ -39,7 +39,7 @@ def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
                               eps=1e-8, weight_decay=0.05, clip_grad_norm=5.0,
                               exclude_extra_from_decay=False))
     c.epochs = 30
-    c.warmup_epochs = 2
+    c.warmup_epochs = 2.0
     c.total_steps = -1              # -1: epochs * examples_per_epoch // global_batch
     c.multi_label_weight = 1.0
     # >1: the step splits the global batch into this many micro-batches and caches
@@ -66,7 +66,7 @@ def total_steps(config) -> int:
 
 
 def warmup_steps(config) -> int:
-    return config.warmup_epochs * steps_per_epoch(config)
+    return round(config.warmup_epochs * steps_per_epoch(config))
 
 
 def apply_variant(config: ConfigDict, arg: str | None) -> ConfigDict:

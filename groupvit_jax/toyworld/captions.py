@@ -2,6 +2,10 @@
 
 Only the class nouns carry the information; sizes and positions are mentioned now and
 then (as web captions mention incidental detail) and colours never (see scenes.py).
+Half the captions also name the backdrop ("... on a blurry background"), as real
+captions name sky, grass or walls: the background segment then has words of its own
+to match instead of borrowing the objects' names, which the zero-shot background rule
+(low class scores = background) relies on.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from groupvit_jax.toyworld.scenes import Scene, SceneObject
 
 _OPENINGS = ("", "", "", "a picture of ", "a photo of ", "there is ", "here we see ", "look at ")
 _JOINS = (" and ", " next to ", " with ", " beside ", " and also ", " near ")
+_BACKDROPS = (" on a blurry background", " against a soft background",
+              " on a colourful background", " in front of a smooth background")
 
 
 def _size_word(obj: SceneObject) -> str:
@@ -43,4 +49,6 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         text = phrases[0]
         for p in phrases[1:]:
             text += str(rng.choice(_JOINS)) + p
+    if rng.random() < 0.5:
+        text += str(rng.choice(_BACKDROPS))
     return str(rng.choice(_OPENINGS)) + text + "."

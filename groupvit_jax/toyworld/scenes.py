@@ -1,10 +1,11 @@
 """Procedural scenes for the toy world: textured objects with exact pixel masks.
 
 Design (see TOYWORLD_NOTES.md for the attempt this answers):
-- A class is a TEXTURE (zebra stripes, leopard spots, a chessboard, ...), never a colour:
-  every object draws its two colours at random from one shared palette, so colour says
-  nothing about the class and the colour shortcut of the first attempt is closed. The
-  captions never name colours either.
+- A class is a TEXTURE (zebra stripes, leopard spots, a chessboard, ...) in its own
+  typical colours, as real things have them (zebras are black and white), jittered per
+  object. The captions never name colours, so the colour shortcut of the first attempt
+  (colour words matched, the evaluated nouns ignored) is closed: the caption's nouns
+  are the only text signal, and colour is just one more cue to the named class.
 - A texture is recognisable from a few patches (periods of 4-8 pixels), so the words that
   name the segments are learnable within minutes; shapes are random (ellipses, boxes,
   triangles, blobs), so the mask boundary is a grouping problem, not a template.
@@ -21,10 +22,18 @@ import numpy as np
 
 CLASSES = ("zebra", "leopard", "chessboard", "brick", "target", "net", "snake", "sand")
 SHAPES = ("ellipse", "box", "triangle", "blob")
-PALETTE = np.array([
-    [230, 40, 40], [40, 170, 60], [40, 80, 220], [240, 200, 30], [250, 250, 250],
-    [20, 20, 20], [160, 60, 200], [250, 130, 20], [30, 200, 210], [140, 90, 50],
+# Each class's two typical colours (RGB), in CLASSES order.
+CLASS_COLOURS = np.array([
+    [[245, 245, 245], [25, 25, 25]],     # zebra: white and black
+    [[235, 165, 40], [70, 40, 15]],      # leopard: orange and dark brown
+    [[230, 225, 200], [110, 60, 30]],    # chessboard: cream and wood
+    [[180, 60, 40], [215, 210, 200]],    # brick: red with light mortar
+    [[220, 30, 30], [250, 250, 250]],    # target: red and white
+    [[40, 60, 140], [230, 230, 120]],    # net: navy with yellow cords
+    [[60, 150, 50], [200, 190, 60]],     # snake: green and yellow
+    [[225, 195, 130], [170, 130, 80]],   # sand: light and dark sand
 ], np.float32)
+COLOUR_JITTER = 25.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +134,8 @@ def make_scene(seed: int, index: int, size: int = 64, max_objects: int = 3,
         labels = np.zeros((size, size), np.uint8)
         for name in names:
             mask, center = _shape_mask(str(rng.choice(SHAPES)), yy, xx, size, rng)
-            first, second = PALETTE[rng.choice(len(PALETTE), 2, replace=False)]
+            first, second = (CLASS_COLOURS[CLASSES.index(name)][rng.permutation(2)]
+                             + rng.normal(0, COLOUR_JITTER, (2, 3)))
             pattern = _texture(name, yy, xx, center, rng)
             colours = np.where(pattern[..., None], second, first) + rng.normal(0, 6, (size, size, 3))
             image = np.where(mask[..., None], colours, image)

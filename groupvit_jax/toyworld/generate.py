@@ -1,0 +1,102 @@
+"""Writes the toy world to disk in the project's two dataset layouts.
+
+    python -m groupvit_jax.toyworld.generate --out data/toyworld --train 20000 --eval 200
+
+gives
+    OUT/train/     training records (input_pipeline's TFRecord shards + manifest), made by
+                   writing scenes as PNG + same-name .txt captions and running the real
+                   converter on them (nouns are extracted there, as for web data);
+    OUT/eval/      a folder-layout segmentation set (images/, labels/, classes.txt with
+                   "background" first) for `python -m groupvit_jax.eval_seg --dataset folder`.
+Training scenes come from world `seed`, evaluation scenes from world `seed + EVAL_OFFSET`:
+they are never the same scenes. Existing outputs are kept (rerunning resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from groupvit_jax.toyworld.captions import caption
+from groupvit_jax.toyworld.scenes import CLASSES, make_scene
+
+EVAL_OFFSET = 1_000_003
+CHUNK = 500
+
+
+def _write_caption_chunk(folder: str, seed: int, start: int, stop: int, size: int) -> None:
+    for i in range(start, stop):
+        scene = make_scene(seed, i, size)
+        Image.fromarray(scene.image).save(Path(folder) / f"{i:08d}.png", compress_level=1)
+        text = caption(scene, np.random.default_rng([seed, i, 1]))
+        (Path(folder) / f"{i:08d}.txt").write_text(text + "\n")
+
+
+def _write_segmentation_chunk(folder: str, seed: int, start: int, stop: int, size: int) -> None:
+    for i in range(start, stop):
+        scene = make_scene(seed, i, size)
+        Image.fromarray(scene.image).save(Path(folder) / "images" / f"{i:06d}.png")
+        Image.fromarray(scene.labels).save(Path(folder) / "labels" / f"{i:06d}.png")
+
+
+def _parallel(fn, folder: Path, seed: int, count: int, size: int, workers: int) -> None:
+    chunks = [(s, min(s + CHUNK, count)) for s in range(0, count, CHUNK)]
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        for done in pool.map(fn, *zip(*[(str(folder), seed, a, b, size) for a, b in chunks])):
+            del done
+
+
+def write_train(out: Path, count: int, seed: int = 0, size: int = 64, workers: int = 2) -> dict:
+    """Training records at `out` (kept if already complete); returns the manifest."""
+    from input_pipeline import convert, records
+    if (out / records.MANIFEST).is_file():
+        return records.read_manifest(out)
+    staging = out.with_name(out.name + ".captions")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _parallel(_write_caption_chunk, staging, seed, count, size, workers)
+    manifest = convert.convert_dataset([str(staging)], "folder", out, name="toyworld",
+                                       examples_per_shard=max(count // (4 * workers), 1),
+                                       workers=workers, progress=False)
+    shutil.rmtree(staging)
+    return manifest
+
+
+def write_eval(out: Path, count: int, seed: int = 0, size: int = 64, workers: int = 2) -> Path:
+    """The held-out segmentation set at `out` (kept if already complete)."""
+    classes_file = out / "classes.txt"
+    if classes_file.is_file():
+        return out
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "images").mkdir(parents=True)
+    (staging / "labels").mkdir()
+    _parallel(_write_segmentation_chunk, staging, seed + EVAL_OFFSET, count, size, workers)
+    (staging / "classes.txt").write_text("\n".join(("background",) + CLASSES) + "\n")
+    staging.rename(out)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for train/ and eval/")
+    parser.add_argument("--train", type=int, default=20_000, help="training scenes")
+    parser.add_argument("--eval", type=int, default=200, help="held-out segmentation scenes")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    manifest = write_train(out / "train", args.train, args.seed, args.size, args.workers)
+    write_eval(out / "eval", args.eval, args.seed, args.size, args.workers)
+    print(f"{manifest['num_examples']} training pairs in {out / 'train'}, "
+          f"{args.eval} held-out scenes in {out / 'eval'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
