@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make run` (the main job) and `make test`.
+# The two commands a newcomer needs: `make run` (the main job: the toy world, end to end)
+# and `make test`.
 # Both create the virtual environment at .venv on first use and reuse it after.
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/python -m groupvit_jax.quickstart $(ARGS)
+	$(VENV)/bin/python -m groupvit_jax.toyworld.main $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q $(ARGS)
