@@ -134,7 +134,8 @@ def _options(config, symbolic_checkpoint: bool = False) -> tf.data.Options:
     options.deterministic = True
     options.threading.private_threadpool_size = config.data.num_threads
     options.threading.max_intra_op_parallelism = 1
-    options.experimental_symbolic_checkpoint = symbolic_checkpoint
+    if symbolic_checkpoint:  # left unset otherwise: tf.data warns when a pipeline turns it off
+        options.experimental_symbolic_checkpoint = True
     return options
 
 
