@@ -25,7 +25,7 @@ def toy_model(hard_assignment: bool = True) -> GroupViTConfig:
         vision=VisionConfig(image_size=64, patch_size=8, width=128, num_heads=4, depths=(2, 2, 1),
                             num_group_tokens=(16, 4, 0), num_output_groups=(16, 4),
                             drop_path_rate=0.0, hard_assignment=hard_assignment),
-        text=TextConfig(width=128, num_heads=4, depth=2, context_length=20),
+        text=TextConfig(width=128, num_heads=4, depth=1, context_length=24),
         projection_dim=128, projection_hidden=512)
 
 
@@ -44,7 +44,7 @@ def get_config(arg=None):
                                randaugment=None, random_erasing=0.0))
     c.data.shuffle_buffer = 5_000
     c.data.num_threads = 1          # the second core stays with JAX
-    c.optim.base_lr = 1e-3 * 4096 / c.data.global_batch  # = 1e-3 after linear scaling
+    c.optim.base_lr = 2e-3 * 4096 / c.data.global_batch  # = 2e-3 after linear scaling
     c.optim.warmup_lr = 1e-6 * 4096 / c.data.global_batch
     c.optim.min_lr = 1e-5 * 4096 / c.data.global_batch
     c.total_steps = 900 if arg == "" else 6_000

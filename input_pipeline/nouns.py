@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import re
+import threading
 from typing import Callable
 
 KEPT_TAGS = frozenset({"NN", "NNS", "NNP", "VB", "VBD", "VBG", "VBN", "VBP", "VBZ"})
@@ -91,9 +92,16 @@ def get_tagger(tagger: str) -> TagFn:
     raise ValueError(f"unknown tagger {tagger!r}; expected one of {TAGGERS}")
 
 
+_TAGGER_LOCK = threading.Lock()  # the taggers keep per-call state: one caption at a time
+
+
 def extract_nouns(caption: str, tagger: str = "pattern") -> list[str]:
-    """The caption's words tagged as nouns or verbs (KEPT_TAGS), in order, as written."""
-    return [word for word, tag in get_tagger(tagger)(caption) if tag in KEPT_TAGS]
+    """The caption's words tagged as nouns or verbs (KEPT_TAGS), in order, as written.
+    Thread-safe (tf.data calls it from several threads)."""
+    tag = get_tagger(tagger)
+    with _TAGGER_LOCK:
+        tagged = tag(caption)
+    return [word for word, t in tagged if t in KEPT_TAGS]
 
 
 def extract_nouns_batch(captions: list[str], tagger: str = "pattern") -> list[list[str]]:

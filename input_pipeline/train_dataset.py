@@ -18,7 +18,6 @@ examples of this host's stream before skipping, so the gaps count what was skipp
 from __future__ import annotations
 
 import logging
-import threading
 
 import numpy as np
 import tensorflow as tf
@@ -91,16 +90,14 @@ def _mixed(streams: list[tf.data.Dataset], probabilities: list[float], process_i
     return tf.data.Dataset.choose_from_datasets(streams, choice)
 
 
-_TAGGER_LOCK = threading.Lock()  # the taggers keep per-call state: one caption at a time
+@tf.autograph.experimental.do_not_convert  # runs in Python on numpy, never traced
+def _extract_nouns(text: np.ndarray) -> np.ndarray:
+    found = nouns.extract_nouns(np.asarray(text).item().decode("utf-8"), ONLINE_TAGGER)
+    return np.array([w.encode("utf-8") for w in found], dtype=object)
 
 
 def _online_nouns(caption: tf.Tensor) -> tf.Tensor:
-    def extract(text):
-        with _TAGGER_LOCK:
-            found = nouns.extract_nouns(np.asarray(text).item().decode("utf-8"), ONLINE_TAGGER)
-        return np.array([w.encode("utf-8") for w in found], dtype=object)
-
-    words = tf.numpy_function(extract, [caption], tf.string, stateful=False)
+    words = tf.numpy_function(_extract_nouns, [caption], tf.string, stateful=False)
     return tf.ensure_shape(words, [None])
 
 
@@ -148,14 +145,16 @@ def prepared_batches(examples: tf.data.Dataset, config, process_index: int,
     tokenizer = tokenize.make_tokenizer(data.tokenizer, model.text.context_length)
     tokenize.check_vocab_size(tokenizer, model.text.vocab_size, data.tokenizer)
     sources = mixture.resolve(data.datasets, data.data_dir)
-    stored_without_nouns = tf.constant([s.manifest["nouns"].get("tagger") is None
-                                        for s in sources])
+    without_nouns = [s.manifest["nouns"].get("tagger") is None for s in sources]
+    stored_without_nouns = tf.constant(without_nouns)
     image_options = data.augment.to_dict()
 
     def prepare(element):
         example = records.parse_example(element["record"])
-        words = tf.cond(stored_without_nouns[element["source"]],
-                        lambda: _online_nouns(example["caption"]), lambda: example["nouns"])
+        words = example["nouns"]
+        if any(without_nouns):  # else the tagger stays out of the graph
+            words = tf.cond(stored_without_nouns[element["source"]],
+                            lambda: _online_nouns(example["caption"]), lambda: words)
         example_seed = _seed(seed, process_index, element["example_index"])
         image_seed, prompt_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed))
         return {"images": augment.train_image(example["image"], image_seed, **image_options),

@@ -1,8 +1,10 @@
 """Configs, the recipe's schedule, and the train binary end to end on CPU."""
+import ast
 import importlib
 import importlib.util
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,8 +30,14 @@ def load_config(path, arg=None):
     return module.get_config(arg)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-@pytest.mark.parametrize("arg", train_config.VARIANTS)
+def _variants(path):
+    """A config's own VARIANTS if it declares them, else the shared recipe's."""
+    names = re.findall(r"^VARIANTS = (\(.*\))$", path.read_text(), re.M)
+    return ast.literal_eval(names[0]) if names else train_config.VARIANTS
+
+
+@pytest.mark.parametrize("path, arg", [(p, a) for p in CONFIGS for a in _variants(p)],
+                         ids=[f"{p.stem}:{a}" for p in CONFIGS for a in _variants(p)])
 def test_every_config_and_variant_resolves(path, arg):
     config = load_config(path, arg)
     model = GroupViTConfig.from_dict(config.model.to_dict())
