@@ -77,7 +77,7 @@ def run(config, workdir: str | Path) -> dict:
 
     _log(start, f"2/5 training {config.total_steps} steps in {workdir / 'train'} "
                 "(rerun to resume; TensorBoard logs there)")
-    train.train_and_evaluate(config, workdir / "train")
+    history = train.train_and_evaluate(config, workdir / "train")
 
     _log(start, f"3/5 export to {workdir / 'export'}")
     model = read_training_checkpoint(workdir / "train")
@@ -92,9 +92,13 @@ def run(config, workdir: str | Path) -> dict:
     seg = segmentation.evaluate(predictor, dataset, log=lambda m: _log(start, m))
     cls = scene_classification(model, dataset, predictor.templates)
     baseline = all_background(dataset)
+    # mIoU on the first `evals.seg.limit` held-out scenes during training (this run's steps).
+    curve = [{k: row[k] for k in row if k == "step" or k.startswith("seg/")}
+             for row in history if "seg/mIoU" in row]
     results = {"segmentation": seg, "scene_classification": cls,
                "all_background": {k: baseline[k] for k in ("mIoU", "aAcc")},
-               "train_steps": config.total_steps, "seconds": time.time() - start}
+               "train_steps": config.total_steps, "curve": curve,
+               "seconds": time.time() - start}
     (workdir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
 
     _log(start, f"5/5 pictures in {workdir / 'demo'}")

@@ -1,0 +1,77 @@
+"""Every benchmark of the project in one run: one table printed, one JSON written.
+
+    .venv/bin/python -m experiments.benchmarks.run_all [--quick] [--only NAME ...]
+
+Each benchmark runs as its own process (fresh XLA flags and thread pools) and writes its
+own JSON in experiments/benchmarks/results/; this script then gathers them into
+results/all.json and prints their rows. Run it on an idle machine: the figures are
+speeds, and a second busy process changes them several times over. --quick runs each
+in its smoke mode (seconds, figures meaningless) and writes to a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+# name -> (module, arguments of a full run, arguments of a smoke run)
+BENCHMARKS = {
+    "model_speed": ("experiments.benchmarks.model_speed", [], ["--quick"]),
+    "train_speed": ("experiments.benchmarks.train_speed", [], ["--quick"]),
+    "eval_speed": ("experiments.benchmarks.eval_speed", ["--images", "50"], ["--images", "2"]),
+    "input_speed": ("input_pipeline.benchmark", [], ["--tiny"]),
+    "augment_speed": ("input_pipeline.augment_benchmark", [], ["--quick"]),
+}
+
+
+def _figures(row: dict) -> str:
+    """A row's numbers, compactly (names kept: every benchmark has its own columns)."""
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    return ", ".join(f"{k}={fmt(v)}" for k, v in row.items()
+                     if k != "name" and isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def table(results: dict) -> str:
+    lines = [f"{'benchmark':<14} {'row':<34} figures", "-" * 100]
+    for bench, result in results.items():
+        for row in result.get("rows") or result.get("runs") or []:
+            lines.append(f"{bench:<14} {str(row.get('name', '')):<34} {_figures(row)}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke runs, temporary outputs")
+    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="a subset")
+    args = parser.parse_args(argv)
+    out_dir = Path(tempfile.mkdtemp()) if args.quick else RESULTS
+    results, failed = {}, []
+    for name in args.only or BENCHMARKS:
+        module, full, quick = BENCHMARKS[name]
+        out = out_dir / f"{name}.json"
+        command = [sys.executable, "-m", module, *(quick if args.quick else full), "--out", str(out)]
+        print(f"== {name}: {' '.join(command[1:])}", flush=True)
+        start = time.time()
+        if subprocess.run(command).returncode != 0:
+            failed.append(name)
+            continue
+        results[name] = json.loads(out.read_text())
+        print(f"== {name}: {time.time() - start:.0f} s", flush=True)
+    summary = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                           "processor": platform.processor()},
+               "quick": args.quick, "failed": failed, "benchmarks": results}
+    (out_dir / "all.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(table(results))
+    print(f"wrote {out_dir / 'all.json'}" + (f"; FAILED: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
