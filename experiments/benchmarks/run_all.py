@@ -31,18 +31,28 @@ BENCHMARKS = {
 
 
 def _figures(row: dict) -> str:
-    """A row's numbers, compactly (names kept: every benchmark has its own columns)."""
+    """A row's top-level numbers, compactly (names kept: every benchmark has its own
+    columns)."""
     def fmt(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)
     return ", ".join(f"{k}={fmt(v)}" for k, v in row.items()
                      if k != "name" and isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
+def _rows(result: dict) -> list[tuple[str, dict]]:
+    """(row name, row) pairs: benchmarks keep rows as a list or as a name -> row dict."""
+    rows = result.get("rows") or result.get("runs") or []
+    if isinstance(rows, dict):
+        return list(rows.items())
+    return [(str(row.get("name") or ", ".join(f"{k}={v}" for k, v in row.items()
+                                             if isinstance(v, str))), row) for row in rows]
+
+
 def table(results: dict) -> str:
-    lines = [f"{'benchmark':<14} {'row':<34} figures", "-" * 100]
+    lines = [f"{'benchmark':<14} {'row':<36} figures", "-" * 100]
     for bench, result in results.items():
-        for row in result.get("rows") or result.get("runs") or []:
-            lines.append(f"{bench:<14} {str(row.get('name', '')):<34} {_figures(row)}")
+        for name, row in _rows(result):
+            lines.append(f"{bench:<14} {name:<36} {_figures(row)}")
     return "\n".join(lines)
 
 
