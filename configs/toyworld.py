@@ -9,8 +9,11 @@ Or just the training, on data the main job generated:
 A small two-stage GroupViT (64x64 images, 8x8 patches, 16 then 4 groups) and text tower,
 trained with the real pipeline: converted records, nouns -> K=3 prompts, both losses,
 Orbax checkpoints, clu logging. Variants: "" fits the main job's 15-minute budget on
-2 cores; "long" trains up to 90 minutes. What they reach is recorded in
-experiments/toyworld/ and the README.
+2 cores (900 steps at about 1.7 steps/s); "long" trains 6,000 steps (about an hour).
+
+Expected (default, measured on 2 cores): image-level zero-shot top-1 99% on the held-out
+scenes; zero-shot mIoU 8.3 against 6.4 for all-background: the final stage's groups
+still collapse (see the README's toy world results). `:long` is not measured yet.
 """
 from ml_collections import ConfigDict
 
