@@ -17,6 +17,7 @@ from pathlib import Path
 
 import groupvit_jax as gv
 from groupvit_jax.evaluation import classification
+from groupvit_jax.evaluation.segmentation import progress_line
 
 
 def progress_printer(every_s: float = 5.0):
@@ -29,10 +30,7 @@ def progress_printer(every_s: float = 5.0):
         if now - last[0] < every_s and done < total:
             return
         last[0] = now
-        rate = done / max(now - start, 1e-9)
-        eta = (total - done) / rate if rate else float("inf")
-        print(f"  {done}/{total} images  {rate:.1f} images/s  ETA {eta:.0f} s",
-              file=sys.stderr, flush=True)
+        print(progress_line(done, total, now - start), file=sys.stderr, flush=True)
     return report
 
 

@@ -15,28 +15,28 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from PIL import Image
 
 from groupvit_jax.evaluation import datasets
 from groupvit_jax.evaluation.metrics import SegmentationMetric
 from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE, SegmentationPredictor
 from groupvit_jax.evaluation.resize import RELEASED, Scale
 from groupvit_jax.evaluators import register
+from groupvit_jax.visualize import render_segmentation, save_png
 from input_pipeline.eval_readers import batches, host_share
 
 PROGRESS_EVERY_S = 10.0
 
 
-def _progress_line(done: int, total: int, seconds: float) -> str:
+def progress_line(done: int, total: int, seconds: float) -> str:
+    """'[done/total] images/s, ETA' for the evaluation binaries' progress."""
     rate = done / seconds if seconds > 0 else 0.0
     eta = (total - done) / rate if rate > 0 else float("inf")
     return f"[{done}/{total}] {rate:.2f} images/s, ETA {eta:.0f} s"
 
 
 def _write_vis(vis_dir: Path, dataset, index: int, image, labels) -> None:
-    from groupvit_jax.visualize import render_segmentation  # lazily: only --vis_dir needs it
     picture = render_segmentation(image, labels, dataset.query_names, dataset.with_background)
-    Image.fromarray(picture).save(vis_dir / f"{dataset.pairs[index][0].stem}.png")
+    save_png(vis_dir / f"{dataset.pairs[index][0].stem}.png", picture)
 
 
 def make_predictor(model, dataset: datasets.SegmentationDataset,
@@ -84,7 +84,7 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
                     _write_vis(Path(vis_dir), dataset, i, image, prediction)
             done += len(examples) * jax.process_count()
             if log and (time.time() - last_log > PROGRESS_EVERY_S or pending is None):
-                log(_progress_line(min(done, total), total, time.time() - start))
+                log(progress_line(min(done, total), total, time.time() - start))
                 last_log = time.time()
     if jax.process_count() > 1:
         metric.confusion = np.asarray(
