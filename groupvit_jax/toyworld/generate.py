@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def _write_segmentation_chunk(folder: str, seed: int, start: int, stop: int, siz
 
 def _parallel(fn, folder: Path, seed: int, count: int, size: int, workers: int) -> None:
     chunks = [(s, min(s + CHUNK, count)) for s in range(0, count, CHUNK)]
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+    # Spawned, not forked: the caller may already run JAX's threads.
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
         for done in pool.map(fn, *zip(*[(str(folder), seed, a, b, size) for a, b in chunks])):
             del done
 
