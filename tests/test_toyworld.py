@@ -1,15 +1,12 @@
 """The toy world: scenes, captions, the two dataset layouts, and the main job end to end."""
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from config_files import ROOT, load_config
 from groupvit_jax.toyworld import captions, generate, scenes
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_scene_is_a_pure_function_of_seed_and_index():
@@ -84,10 +81,7 @@ def test_main_job_end_to_end_shortened(tmp_path):
     (measured 6.6 vs 6.6), so only the chain and the early signal are asserted."""
     from groupvit_jax.toyworld import main
 
-    spec = importlib.util.spec_from_file_location("toyworld", ROOT / "configs" / "toyworld.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config(ROOT / "configs" / "toyworld.py")
     config.data.data_dir = str(tmp_path / "data")
     config.toyworld.train_scenes, config.toyworld.eval_scenes = 3000, 50
     config.toyworld.demo_scenes = 1

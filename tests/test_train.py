@@ -1,7 +1,6 @@
 """Configs, the recipe's schedule, and the train binary end to end on CPU."""
 import ast
 import importlib
-import importlib.util
 import math
 import os
 import re
@@ -19,15 +18,7 @@ import groupvit_jax as gv
 from groupvit_jax import evaluators, optim, train, train_config
 from groupvit_jax.config import GroupViTConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.py"))
-
-
-def load_config(path, arg=None):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+from config_files import CONFIGS, ROOT, load_config
 
 
 def _variants(path):

@@ -424,13 +424,18 @@ def check_targets(rows: list[dict]) -> dict:
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median)")
+def parse_args(argv, description: str, default_out: Path, timed: str):
+    """The speed benchmarks' shared flags -> (args, repeats per figure)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=default_out, help="JSON results path")
+    parser.add_argument("--repeats", type=int, default=5, help=f"{timed} per figure (median)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 repeats")
     args = parser.parse_args(argv)
-    repeats = 2 if args.quick else args.repeats
+    return args, 2 if args.quick else args.repeats
+
+
+def main(argv=None):
+    args, repeats = parse_args(argv, __doc__.split("\n")[0], DEFAULT_OUT, "timed runs")
 
     torch.set_num_threads(os.cpu_count())
     info = machine_info()

@@ -36,7 +36,6 @@ machine. Run it on an IDLE machine: the script reports the CPU other processes t
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -50,7 +49,8 @@ import numpy as np
 import torch
 import transformers
 
-from experiments.benchmarks.model_speed import OutsideLoad, machine_info, paired_times
+from experiments.benchmarks.model_speed import (OutsideLoad, machine_info, paired_times,
+                                               parse_args)
 from groupvit_jax import sharding, train_config, train_step
 from groupvit_jax.config import GroupViTConfig
 from groupvit_jax.optim import make_optimizer
@@ -351,12 +351,7 @@ def target(rows: list[dict]) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per figure (median)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 repeats")
-    args = parser.parse_args(argv)
-    repeats = 2 if args.quick else args.repeats
+    args, repeats = parse_args(argv, __doc__.split("\n")[0], DEFAULT_OUT, "timed steps")
 
     torch.set_num_threads(os.cpu_count())
     info = machine_info()

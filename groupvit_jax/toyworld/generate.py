@@ -49,8 +49,7 @@ def _parallel(fn, folder: Path, seed: int, count: int, size: int, workers: int) 
     # Spawned, not forked: the caller may already run JAX's threads.
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-        for done in pool.map(fn, *zip(*[(str(folder), seed, a, b, size) for a, b in chunks])):
-            del done
+        list(pool.map(fn, *zip(*[(str(folder), seed, a, b, size) for a, b in chunks])))
 
 
 def write_train(out: Path, count: int, seed: int = 0, size: int = 64, workers: int = 2) -> dict:
