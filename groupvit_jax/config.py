@@ -19,7 +19,8 @@ class VisionConfig:
     num_heads: int = 6
     mlp_ratio: float = 4.0
     depths: tuple[int, ...] = (6, 3, 3)
-    # Group tokens per stage; only the last stage has none (it never groups).
+    # Group tokens per stage; only the last stage has none (it never groups). One stage
+    # with none, e.g. depths=(12,), num_group_tokens=(0,), is a plain ViT.
     num_group_tokens: tuple[int, ...] = (64, 8, 0)
     # Segments leaving each grouping stage (one entry per stage with group tokens).
     num_output_groups: tuple[int, ...] = (64, 8)
@@ -52,7 +53,9 @@ class VisionConfig:
 
     @property
     def num_segments(self) -> int:
-        return self.num_output_groups[-1]
+        """Segment tokens leaving the tower at the training resolution; a plain ViT's
+        are its patch tokens."""
+        return self.num_output_groups[-1] if self.num_output_groups else self.grid_size**2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@
 
 Writes input.png, prediction.png (classes blended over the image, names on their
 regions), groups_stage1.png and groups_stage2.png (the 64 first-stage groups and the 8
-final segments; a one-stage model has only the first) and legend.png.
+final segments; a one-stage model has only the first, a plain ViT none) and legend.png.
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def nearest_resize(labels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
 
 
 def stage_group_maps(model, image: np.ndarray, scale: Scale = RELEASED) -> list[np.ndarray]:
-    """int32 [H, W] group of every pixel after each grouping stage (stage 2 chains both).
+    """int32 [H, W] group of every pixel after each grouping stage (stage 2 chains both);
+    none for a plain ViT.
 
     One tower pass on the image at the evaluation's scale (short side 448). The tower
     needs sides that are multiples of the patch size: the size is RESIZED to the nearest

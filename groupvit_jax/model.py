@@ -49,18 +49,24 @@ class GroupViT(nn.Module):
         """images [B, H, W, 3] float, ImageNet-normalised -> dict of named outputs."""
         segments, out = self.image_tower(images, train)
         pooled = segments.mean(axis=1)
-        b, s, c = segments.shape
-        # Segment embeddings are an evaluation product: always the running statistics,
-        # so they never perturb the BatchNorm state in training.
-        segment_embeds = self.image_head(segments.reshape(b * s, c), False).reshape(b, s, -1)
         return {
             "image_embeds": self.image_head(pooled, train),
-            "segment_embeds": segment_embeds,
+            "segment_embeds": self.embed_segments(segments),
             "segment_tokens": segments,
             "image_features": pooled,
             "soft_maps": out["soft_maps"],
             "hard_maps": out["hard_maps"],
         }
+
+    def embed_segments(self, tokens):
+        """Segment tokens [B, S, C] (the tower's, or e.g. k-means cluster means) ->
+        projected embeddings [B, S, D].
+
+        Segment embeddings are an evaluation product: always the running statistics,
+        so they never perturb the BatchNorm state in training.
+        """
+        b, s, c = tokens.shape
+        return self.image_head(tokens.reshape(b * s, c), False).reshape(b, s, -1)
 
     def encode_text(self, tokens, train: bool = False):
         """tokens [N, L] int32 -> dict with text_embeds [N, D] and the pooled features."""

@@ -199,6 +199,11 @@ def layout(cfg: GroupViTConfig, flavor: str) -> list[Entry]:
     """All entries of a model with this architecture in one PyTorch layout."""
     if flavor not in (NVLABS, HF):
         raise ValueError(f"Unknown PyTorch layout {flavor!r}; expected {NVLABS!r} or {HF!r}.")
+    if not cfg.vision.num_output_groups:
+        # Both readers take the grouping blocks' shapes from the checkpoint.
+        raise ValueError(f"num_group_tokens={cfg.vision.num_group_tokens}: a plain ViT (no "
+                         "grouping stage) has no GroupViT PyTorch layout; use our export "
+                         "format (gv.export).")
     t = _Table(flavor)
     _vision(t, cfg)
     _text(t, cfg)

@@ -66,6 +66,9 @@ class GroupingStage(nn.Module):
 class ImageTower(nn.Module):
     """images [B, H, W, 3] -> segment tokens [B, S, C] and named intermediates.
 
+    Without grouping stages (a plain ViT) the segment tokens are the patch tokens and
+    the lists of maps are empty.
+
     H and W may be any multiple of the patch size; the position embedding is then
     resized with PyTorch's bicubic rule, as the released evaluation did.
     """

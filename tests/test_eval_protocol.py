@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from groupvit_jax import pretrained
 from groupvit_jax.evaluation import predict
-from groupvit_jax.evaluation.scoring import score_windows
+from groupvit_jax.evaluation.scoring import group_probabilities, score_windows
 from tests.tiny import tiny_config
 
 SCALE = np.float32(10.0)
@@ -91,6 +91,23 @@ def test_a_pixel_less_group_sets_the_cap():
     groups, tables = _score(_hand_built(segments, image), 0.999)
     assert tables[:, 0].tolist() == [1.0, 1.0, 0.0]
     assert set(groups.ravel().tolist()) == {0, 1}
+
+
+def test_without_stages_every_patch_is_its_own_segment():
+    # A plain ViT on a 2x2 patch grid, 4x4 window: the identity upsampled with half-pixel
+    # centres, so pixel rows/columns weigh their patches [1, 0], [.75, .25], [.25, .75],
+    # [0, 1], and the argmax is the nearest patch.
+    probs = np.asarray(group_probabilities([], (2, 2), (4, 4)))
+    taps = np.array([[1, 0], [.75, .25], [.25, .75], [0, 1]], np.float32)
+    expected = np.einsum("yr,xc->yxrc", taps, taps).reshape(1, 4, 4, 4)
+    np.testing.assert_array_equal(probs, expected)
+    np.testing.assert_array_equal(probs[0].argmax(-1), [[0, 0, 1, 1]] * 2 + [[2, 2, 3, 3]] * 2)
+    # Every window of a batch shares those groups and keeps its own score table.
+    segments = np.eye(4, 8, dtype=np.float32)[None].repeat(3, 0)
+    outputs = {"soft_maps": [], "segment_embeds": segments, "image_embeds": segments[:, 0]}
+    groups, tables = score_windows(outputs, CLASSES, SCALE, (2, 2), (4, 4), 0.5, True)
+    assert groups.shape == (3, 4, 4) and tables.shape == (3, 4, 7)
+    np.testing.assert_array_equal(groups[2], probs[0].argmax(-1))
 
 
 # ---- parity with the released implementation, restated in PyTorch ----

@@ -155,6 +155,19 @@ def test_any_multiple_of_the_patch_size_and_aspect_ratio():
     assert out["segment_embeds"].shape == (1, 4, 16)
 
 
+def test_a_plain_vit_has_its_patch_tokens_as_segments():
+    config = tiny_config(vision={"depths": (2,), "num_group_tokens": (0,),
+                                 "num_output_groups": ()})
+    assert config.vision.num_segments == 16  # a 4x4 patch grid
+    variables = _init(config)
+    out = _eval_image(config, variables)
+    assert out["soft_maps"] == [] and out["hard_maps"] == []
+    assert out["segment_tokens"].shape == (2, 16, 64) and out["segment_embeds"].shape == (2, 16, 16)
+    np.testing.assert_allclose(out["image_features"], out["segment_tokens"].mean(1), rtol=1e-6)
+    embeds = GroupViT(config).apply(variables, out["segment_tokens"], method="embed_segments")
+    np.testing.assert_array_equal(embeds, out["segment_embeds"])
+
+
 @pytest.mark.parametrize("images, message", [
     (jnp.zeros((32, 32, 3)), "must be \\[B, H, W, 3\\]"),
     (jnp.zeros((1, 3, 32, 32)), "3 channels"),

@@ -19,9 +19,13 @@ def group_probabilities(soft_maps, grid_hw: tuple[int, int], window_hw: tuple[in
     """Soft maps ([B, S_i, N_{i-1}] per stage) -> [B, h, w, S] final-group probabilities.
 
     Token -> group chains are products of the stages' SOFT maps ([N, 64] @ [64, 8]),
-    upsampled bilinearly from the patch grid to the window.
+    upsampled bilinearly from the patch grid to the window. Without stages (a plain ViT)
+    every patch is its own segment: the identity, [1, h, w, N], shared by all windows.
     """
-    chain = jnp.swapaxes(soft_maps[0], 1, 2)
+    if not soft_maps:
+        chain = jnp.eye(grid_hw[0] * grid_hw[1], dtype=jnp.float32)[None]
+    else:
+        chain = jnp.swapaxes(soft_maps[0], 1, 2)
     for later in soft_maps[1:]:
         chain = jnp.einsum("bng,bsg->bns", chain, later)
     grid = chain.reshape(chain.shape[0], *grid_hw, chain.shape[-1])
@@ -65,4 +69,5 @@ def score_windows(outputs: dict, class_embeds, logit_scale, grid_hw, window_hw,
     scores = group_class_scores(outputs["segment_embeds"], outputs["image_embeds"],
                                 class_embeds, logit_scale)
     groups = jnp.argmax(probs, -1).astype(jnp.int32)
+    groups = jnp.broadcast_to(groups, (scores.shape[0], *groups.shape[1:]))  # a ViT's: [1, h, w]
     return groups, group_tables(scores, bg_thresh, with_background)
