@@ -6,7 +6,9 @@
 --checkpoint: an NVlabs .pth, a Hugging Face folder or our export. Datasets and layouts:
 groupvit_jax/evaluation/datasets.py. Defaults reproduce the released protocol (template
 "a photo of a {}.", background thresholds VOC 0.95, Context 0.35, COCO-Object 0.95).
-On several hosts, run it on every host with --jax_distributed.
+--kmeans K segments every window into K k-means clusters of the model's final segment
+tokens (the paper's "ViT + k-means" baseline). On several hosts, run it on every host with
+--jax_distributed.
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ def parse_args(argv):
     parser.add_argument("--bg_thresh", type=float, help="default: the dataset's")
     parser.add_argument("--template", default=DEFAULT_TEMPLATE,
                         help="a template with {} or a set of groupvit_jax/templates.py")
+    parser.add_argument("--kmeans", type=int, default=0,
+                        help="segment each window into K k-means clusters of the final segment "
+                             "tokens (the ViT + k-means baseline); 0: the model's own segments")
     parser.add_argument("--jax_distributed", action="store_true",
                         help="call jax.distributed.initialize() (multi-host)")
     add_scale_flags(parser)
@@ -47,7 +52,7 @@ def main(argv=None) -> int:
         dataset = datasets.load(args.dataset, args.data_dir)
         model = gv.load_pretrained(args.checkpoint)
         predictor = segmentation.make_predictor(model, dataset, args.bg_thresh, args.template,
-                                                scale_from_flags(args))
+                                                scale_from_flags(args), args.kmeans)
         results = segmentation.evaluate(predictor, dataset, limit=args.limit,
                                         vis_dir=args.vis_dir)
     except (FileNotFoundError, ValueError) as e:

@@ -8,6 +8,7 @@ which averages them and resizes back (assemble.py).
 """
 from __future__ import annotations
 
+import functools
 import weakref
 from collections import defaultdict
 from typing import Sequence
@@ -20,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from groupvit_jax.evaluation.classification import text_classifier
 from groupvit_jax.evaluation.assemble import label_map
+from groupvit_jax.evaluation.kmeans import kmeans_segments
 from groupvit_jax.evaluation.resize import RELEASED, Scale, normalize_pixels, resize_for_protocol
 from groupvit_jax.evaluation.scoring import score_windows
 from groupvit_jax.evaluation.slide import window_boxes
@@ -87,14 +89,21 @@ class SegmentationPredictor:
     """One model, one class list: image(s) -> int32 label maps of the original sizes.
 
     Labels: with background, 0 = background and c + 1 = class_names[c]; without, c.
+    kmeans > 0 replaces the model's segments by that many k-means clusters of its final
+    segment tokens in every window (the paper's "ViT + k-means" baseline); 0 keeps them.
     """
 
     def __init__(self, model, class_names: Sequence[str], *, with_background: bool = True,
                  bg_thresh: float = 0.95, template: str | Sequence[str] = DEFAULT_TEMPLATE,
                  devices: Sequence[jax.Device] | None = None,
-                 windows_per_device: int = WINDOWS_PER_DEVICE, scale: Scale = RELEASED):
+                 windows_per_device: int = WINDOWS_PER_DEVICE, scale: Scale = RELEASED,
+                 kmeans: int = 0):
         if not class_names:
             raise ValueError("class_names is empty.")
+        if not isinstance(kmeans, (int, np.integer)) or kmeans < 0:
+            raise ValueError(f"kmeans={kmeans!r}: expected a number of clusters >= 1, or 0 "
+                             "for the model's own segments.")
+        self.kmeans = int(kmeans)
         self.model = model
         self.class_names = tuple(class_names)
         self.with_background = with_background
@@ -124,6 +133,9 @@ class SegmentationPredictor:
         # The patch conv ignores a remainder narrower than a patch, as PyTorch's did.
         pixels = normalize_pixels(windows[:, :grid[0] * self._patch, :grid[1] * self._patch])
         outputs = self.model.module.apply(variables, pixels, method="encode_image")
+        if self.kmeans:
+            embed = functools.partial(self.model.module.apply, variables, method="embed_segments")
+            outputs = kmeans_segments(outputs, self.kmeans, embed)
         groups, tables = score_windows(outputs, class_embeds, scale, grid, window_hw,
                                        bg_thresh, self.with_background)
         return groups.astype(jnp.uint8 if tables.shape[1] <= 256 else jnp.int32), tables

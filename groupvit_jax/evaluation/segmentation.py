@@ -42,13 +42,14 @@ def _write_vis(vis_dir: Path, dataset, index: int, image, labels) -> None:
 def make_predictor(model, dataset: datasets.SegmentationDataset,
                    bg_thresh: float | None = None,
                    template: str | Sequence[str] = DEFAULT_TEMPLATE,
-                   scale: Scale = RELEASED) -> SegmentationPredictor:
-    """The dataset's classes and background rule; bg_thresh defaults to the dataset's."""
+                   scale: Scale = RELEASED, kmeans: int = 0) -> SegmentationPredictor:
+    """The dataset's classes and background rule; bg_thresh defaults to the dataset's.
+    kmeans > 0: that many k-means segments per window instead of the model's own."""
     if bg_thresh is None:
         bg_thresh = datasets.DEFAULT_BG_THRESH[dataset.name]
     return SegmentationPredictor(model, dataset.query_names, bg_thresh=bg_thresh,
                                  with_background=dataset.with_background, template=template,
-                                 scale=scale)
+                                 scale=scale, kmeans=kmeans)
 
 
 def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDataset, *,
@@ -92,15 +93,16 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
     seconds = time.time() - start
     return {**metric.results(), "dataset": dataset.name, "num_images": total,
             "bg_thresh": float(predictor.bg_thresh), "templates": list(predictor.templates),
-            "scale": dataclasses.asdict(predictor.scale),
+            "scale": dataclasses.asdict(predictor.scale), "kmeans": predictor.kmeans,
             "seconds": seconds, "images_per_sec": total / seconds if seconds else 0.0}
 
 
 @register("seg")
 def segmentation_evaluator(cfg, train_config):
     """cfg: dataset (voc|context|coco_object|folder), data_dir, and optionally limit,
-    bg_thresh (default: the dataset's), template (a template or a set name) and scale
-    (a dict of evaluation.resize.Scale's fields; default the released protocol's)."""
+    bg_thresh (default: the dataset's), template (a template or a set name), scale
+    (a dict of evaluation.resize.Scale's fields; default the released protocol's) and
+    kmeans (k-means segments per window instead of the model's; default 0: the model's)."""
     del train_config
     dataset = datasets.load(cfg.dataset, cfg.data_dir)
     predictors = {}  # per model object (the trainer passes one): compiled once per run
@@ -109,7 +111,8 @@ def segmentation_evaluator(cfg, train_config):
         if model not in predictors:
             scale = Scale(**cfg.scale) if cfg.get("scale") else RELEASED
             predictors[model] = make_predictor(model, dataset, cfg.get("bg_thresh"),
-                                               cfg.get("template", DEFAULT_TEMPLATE), scale)
+                                               cfg.get("template", DEFAULT_TEMPLATE), scale,
+                                               cfg.get("kmeans", 0))
         result = evaluate(predictors[model], dataset, limit=cfg.get("limit"), log=None)
         return {"mIoU": result["mIoU"], "aAcc": result["aAcc"]}
     return run
