@@ -13,7 +13,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-ITERATIONS = 20  # Lloyd steps; a few hundred tokens settle well before
+ITERATIONS = 20  # Lloyd steps, fixed: no data-dependent loop inside jit
 
 
 def _sq_distances(x, centres):
