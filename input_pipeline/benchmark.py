@@ -14,7 +14,6 @@ experiments/benchmarks/results/train_speed.json and an accelerator throughput (s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from groupvit_jax.config_files import load_config
 
 RESULTS = Path("experiments/benchmarks/results")
 WORDS = ("dog", "cat", "man", "woman", "car", "tree", "house", "beach", "city", "street",
@@ -46,13 +47,6 @@ def write_images(folder: Path, count: int, seed: int = 0) -> None:
         image.save(folder / f"{i:06d}.jpg", quality=90)
         words = rng.choice(WORDS, rng.integers(5, 15))
         (folder / f"{i:06d}.txt").write_text("a photo of " + " ".join(words))
-
-
-def load_config(path: str):
-    spec = importlib.util.spec_from_file_location("benchmark_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(None)
 
 
 def images_per_second(config, steps: int) -> float:

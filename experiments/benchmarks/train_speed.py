@@ -36,7 +36,6 @@ machine. Run it on an IDLE machine: the script reports the CPU other processes t
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import statistics
@@ -53,6 +52,7 @@ from experiments.benchmarks.model_speed import (OutsideLoad, machine_info, paire
                                                parse_args)
 from groupvit_jax import sharding, train_config, train_step
 from groupvit_jax.config import GroupViTConfig
+from groupvit_jax.config_files import load_config
 from groupvit_jax.optim import make_optimizer
 from groupvit_jax.synthetic_data import synthetic_batch
 from groupvit_jax.torch_io import hf_config
@@ -74,10 +74,7 @@ CLIP_NORM = 5.0
 
 def load_recipe(variant):
     """get_config(variant) of configs/gcc_yfcc_2stage.py (configs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gcc_yfcc_2stage", CONFIG_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return load_config(CONFIG_FILE, variant)
 
 
 def model_config(recipe, **overrides) -> GroupViTConfig:
