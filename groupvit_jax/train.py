@@ -88,7 +88,8 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     preemption = _Preemption()
     batches = train_data.make_batches(config, model, workdir, start)
     history = []
-    t0, last_logged = time.time(), start
+    began = t0 = time.time()
+    last_logged = start
     try:
         for step in range(start + 1, num_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -112,7 +113,9 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                                             "batch_stats": state.batch_stats}
                     scores = {f"{name}/{k}": v for k, v in run(eval_model).items()}
                     writer.write_scalars(step, scores)
-                    history.append({"step": step, **scores})
+                    # Wall seconds since this (re)start, evaluations included: the x of
+                    # score-against-time curves.
+                    history.append({"step": step, "seconds": time.time() - began, **scores})
             if checkpointing.save(ckpt, state, force=step == num_steps or preemption.requested):
                 batches.save(workdir, step, set(ckpt.all_steps()))
             if preemption.requested:
