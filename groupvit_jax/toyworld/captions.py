@@ -2,10 +2,8 @@
 
 Only the class nouns carry the information; sizes and positions are mentioned now and
 then (as web captions mention incidental detail) and colours never (see scenes.py).
-Half the captions also name the backdrop ("... on a blurry background"), as real
-captions name sky, grass or walls: the background segment then has words of its own
-to match instead of borrowing the objects' names, which the zero-shot background rule
-(low class scores = background) relies on.
+Most captions also name the backdrop ("... on the grass"), as real captions name sky,
+grass or walls: the background segment then has words of its own to match.
 """
 from __future__ import annotations
 
@@ -15,8 +13,10 @@ from groupvit_jax.toyworld.scenes import Scene, SceneObject
 
 _OPENINGS = ("", "", "", "a picture of ", "a photo of ", "there is ", "here we see ", "look at ")
 _JOINS = (" and ", " next to ", " with ", " beside ", " and also ", " near ")
-_BACKDROPS = (" on a blurry background", " against a soft background",
-              " on a colourful background", " in front of a smooth background")
+_BACKDROPS = {"sky": (" in front of the sky", " under the sky", " against a sky"),
+              "grass": (" on the grass", " on a lawn of grass", " lying in the grass"),
+              "wall": (" against a wall", " in front of a wall", " by a concrete wall"),
+              "water": (" on the water", " floating on water", " in the water")}
 
 
 def _size_word(obj: SceneObject) -> str:
@@ -49,6 +49,6 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         text = phrases[0]
         for p in phrases[1:]:
             text += str(rng.choice(_JOINS)) + p
-    if rng.random() < 0.5:
-        text += str(rng.choice(_BACKDROPS))
+    if rng.random() < 0.7:
+        text += str(rng.choice(_BACKDROPS[scene.backdrop]))
     return str(rng.choice(_OPENINGS)) + text + "."

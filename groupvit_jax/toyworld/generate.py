@@ -26,6 +26,8 @@ from groupvit_jax.toyworld.captions import caption
 from groupvit_jax.toyworld.scenes import CLASSES, make_scene
 
 EVAL_OFFSET = 1_000_003
+# Bumped whenever scenes or captions change: data written by another version is refused.
+WORLD_VERSION = 2
 CHUNK = 500
 
 

@@ -10,7 +10,11 @@ Design (see TOYWORLD_NOTES.md for the attempt this answers):
   name the segments are learnable within minutes; shapes are random (ellipses, boxes,
   triangles, blobs), so the mask boundary is a grouping problem, not a template.
 - Objects are big (together ~40-70% of the image) and 1-3 per scene, with occlusion;
-  the background is smooth (low-frequency colour noise), unnamed, label 0.
+  the background is smooth (low-frequency colour noise) around one of four backdrop
+  colours (sky, grass, wall, water) that captions usually name, label 0 for all four.
+  Named backdrops give the background segment words of its own (measured in one-seed
+  probes of 300 steps: groups labelled by an oracle reach 57 mIoU with them against 42
+  without, for one grouping stage of 8 groups; 39 against 36 for two stages).
 - A scene is a pure function of (seed, index): the world is unbounded and held-out sets
   are just other seeds.
 """
@@ -34,6 +38,10 @@ CLASS_COLOURS = np.array([
     [[225, 195, 130], [170, 130, 80]],   # sand: light and dark sand
 ], np.float32)
 COLOUR_JITTER = 25.0
+# Backdrops: smooth, nameable, not segmented (label 0); base colours (RGB).
+BACKDROPS = ("sky", "grass", "wall", "water")
+BACKDROP_COLOURS = np.array([[125, 170, 230], [95, 160, 75], [150, 150, 145], [45, 110, 150]],
+                            np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +56,7 @@ class Scene:
     image: np.ndarray    # uint8 [S, S, 3]
     labels: np.ndarray   # uint8 [S, S]: 0 background, c + 1 for CLASSES[c]
     objects: tuple[SceneObject, ...]  # visible objects, in drawing order
+    backdrop: str = ""   # one of BACKDROPS
 
 
 def _texture(name: str, yy: np.ndarray, xx: np.ndarray, center, rng) -> np.ndarray:
@@ -111,9 +120,9 @@ def _shape_mask(shape: str, yy, xx, size: int, rng) -> tuple[np.ndarray, tuple[f
     return mask, (cy, cx)
 
 
-def _background(size: int, rng) -> np.ndarray:
-    """Smooth colour noise: bilinear upsampling of a 3x3 grid of palette-ish colours."""
-    grid = rng.uniform(60, 200, (3, 3, 3)).astype(np.float32)
+def _background(size: int, rng, base) -> np.ndarray:
+    """Smooth colour noise around `base`: bilinear upsampling of a 3x3 grid of colours."""
+    grid = (np.asarray(base, np.float32) + rng.uniform(-35, 35, (3, 3, 3))).astype(np.float32)
     t = np.linspace(0, 2, size)
     i0 = np.minimum(t.astype(int), 1)
     f = (t - i0)[:, None]
@@ -130,7 +139,8 @@ def make_scene(seed: int, index: int, size: int = 64, max_objects: int = 3,
     while True:
         count = int(rng.integers(1, max_objects + 1))
         names = [classes[i] for i in rng.choice(len(classes), count, replace=False)]
-        image = _background(size, rng)
+        backdrop = int(rng.integers(len(BACKDROPS)))
+        image = _background(size, rng, BACKDROP_COLOURS[backdrop])
         labels = np.zeros((size, size), np.uint8)
         for name in names:
             mask, center = _shape_mask(str(rng.choice(SHAPES)), yy, xx, size, rng)
@@ -150,4 +160,4 @@ def make_scene(seed: int, index: int, size: int = 64, max_objects: int = 3,
             objects.append(SceneObject(name, area, (ys.mean() / size, xs.mean() / size)))
         else:
             image = np.clip(image, 0, 255).astype(np.uint8)
-            return Scene(image, labels, tuple(objects))
+            return Scene(image, labels, tuple(objects), BACKDROPS[backdrop])
