@@ -31,7 +31,8 @@ def _log(start: float, message: str) -> None:
 
 def scene_classification(model, dataset, templates) -> dict:
     """Image-level zero-shot accuracy: the top-1 class of the whole-image embedding is
-    one of the objects in the scene (in percent)."""
+    one of the objects in the scene (in percent); and the mIoU of painting that class
+    over the whole scene, the bar that segmentation proper has to clear."""
     from groupvit_jax.evaluation.classification import text_classifier
     from groupvit_jax.evaluation.resize import normalize_pixels
     from groupvit_jax.losses import l2_normalize
@@ -41,16 +42,83 @@ def scene_classification(model, dataset, templates) -> dict:
     embeds = model.encode_image(normalize_pixels(np.stack(images)))["image_embeds"]
     best = np.argmax(np.asarray(l2_normalize(embeds)) @ classifier.T, axis=1)
     hits = [np.any(label == b + 1) for label, b in zip(labels, best)]
-    return {"top1": 100.0 * float(np.mean(hits)), "num_images": len(hits)}
+    painted = _segmentation_of(dataset, [np.full(label.shape, b + 1, np.int32)
+                                         for label, b in zip(labels, best)])
+    return {"top1": 100.0 * float(np.mean(hits)), "num_images": len(hits),
+            "top1_everywhere_mIoU": painted["mIoU"]}
+
+
+def oracle_grouping(model, dataset, scale) -> dict | None:
+    """The grouping's own quality, naming aside: mIoU when every final group takes the
+    majority true label of its pixels, and the groups a scene uses (None for a ViT)."""
+    from groupvit_jax.demo import stage_group_maps
+    predictions, used = [], []
+    for i in range(len(dataset)):
+        image, label = dataset.read(i)
+        maps = stage_group_maps(model, image, scale)
+        if not maps:
+            return None
+        groups = maps[-1]
+        oracle = np.zeros(label.shape, np.int32)
+        for g in np.unique(groups):
+            oracle[groups == g] = np.bincount(label[groups == g]).argmax()
+        predictions.append(oracle)
+        used.append(len(np.unique(groups)))
+    return {"mIoU": _segmentation_of(dataset, predictions)["mIoU"],
+            "groups_used": float(np.mean(used))}
+
+
+def _segmentation_of(dataset, predictions) -> dict:
+    from groupvit_jax.evaluation.metrics import SegmentationMetric
+    metric = SegmentationMetric(dataset.class_names)
+    for i, prediction in enumerate(predictions):
+        metric.add(prediction, dataset.read(i)[1])
+    return metric.results()
 
 
 def all_background(dataset) -> dict:
-    from groupvit_jax.evaluation.metrics import SegmentationMetric
-    metric = SegmentationMetric(dataset.class_names)
-    for i in range(len(dataset)):
-        _, label = dataset.read(i)
-        metric.add(np.zeros_like(label, np.int32), label)
-    return metric.results()
+    return _segmentation_of(dataset, [np.zeros_like(dataset.read(i)[1], np.int32)
+                                      for i in range(len(dataset))])
+
+
+def write_world(config, log=print) -> Path:
+    """The training records and held-out scenes `config` names (kept if already there);
+    returns the data folder (held-out scenes in its eval/)."""
+    from groupvit_jax.toyworld import generate
+    world = config.toyworld
+    data_dir = Path(config.data.data_dir)
+    size = config.model.vision.image_size
+    # Reruns reuse the data; data of another world or size would silently mislead them.
+    wanted = {"world": generate.WORLD_VERSION, "seed": world.seed, "size": size,
+              "train_scenes": world.train_scenes, "eval_scenes": world.eval_scenes}
+    stamp = data_dir / "world.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != wanted:
+        raise ValueError(f"{data_dir} holds another toy world ({stamp.read_text().strip()}); "
+                         f"this config wants {wanted}: delete the folder or set "
+                         "--config.data.data_dir to a new one.")
+    if any(data_dir.glob("*")) and not stamp.is_file():
+        raise ValueError(f"{data_dir} is not empty and has no world.json: not a toy world "
+                         "this code wrote; set --config.data.data_dir to a new folder.")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(wanted) + "\n")
+    log(f"toy world: {world.train_scenes} training scenes, {world.eval_scenes} held-out scenes "
+        f"in {data_dir}")
+    generate.write_train(data_dir / "train", world.train_scenes, world.seed, size)
+    generate.write_eval(data_dir / "eval", world.eval_scenes, world.seed, size)
+    return data_dir
+
+
+def evaluate(model, dataset, seg_cfg, kmeans: int = 0, log=print) -> dict:
+    """Zero-shot segmentation (the evaluation binary's code at `seg_cfg`'s scale) and
+    image-level classification of the held-out scenes."""
+    from groupvit_jax.evaluation import segmentation
+    from groupvit_jax.evaluation.resize import Scale
+    predictor = segmentation.make_predictor(model, dataset, seg_cfg.bg_thresh, seg_cfg.template,
+                                            Scale(**seg_cfg.scale), kmeans)
+    return {"segmentation": segmentation.evaluate(predictor, dataset, log=log),
+            "scene_classification": scene_classification(model, dataset, predictor.templates),
+            "oracle_grouping": None if kmeans else oracle_grouping(model, dataset,
+                                                                   predictor.scale)}
 
 
 def run(config, workdir: str | Path) -> dict:
@@ -58,21 +126,14 @@ def run(config, workdir: str | Path) -> dict:
     from groupvit_jax import pretrained, train
     from groupvit_jax.export import read_training_checkpoint
     from groupvit_jax.demo import run as draw_demo
-    from groupvit_jax.evaluation import datasets, segmentation
+    from groupvit_jax.evaluation import datasets
     from groupvit_jax.evaluation.metrics import format_table
     from groupvit_jax.evaluation.resize import Scale
-    from groupvit_jax.toyworld import generate
 
     start = time.time()
     workdir = Path(workdir)
-    world = config.toyworld
-    data_dir = Path(config.data.data_dir)
-    config.evals.seg.data_dir = str(data_dir / "eval")  # the scenes this run generates
-    size = config.model.vision.image_size
-    _log(start, f"1/5 toy world: {world.train_scenes} training scenes, {world.eval_scenes} "
-                f"held-out scenes in {data_dir}")
-    generate.write_train(data_dir / "train", world.train_scenes, world.seed, size)
-    generate.write_eval(data_dir / "eval", world.eval_scenes, world.seed, size)
+    data_dir = write_world(config, log=lambda m: _log(start, "1/5 " + m))
+    config.evals.seg.data_dir = str(data_dir / "eval")  # the scenes this run generated
 
     _log(start, f"2/5 training {config.total_steps} steps in {workdir / 'train'} "
                 "(rerun to resume; TensorBoard logs there)")
@@ -85,31 +146,34 @@ def run(config, workdir: str | Path) -> dict:
     _log(start, "4/5 zero-shot evaluation on held-out scenes")
     dataset = datasets.folder(data_dir / "eval")
     seg_cfg = config.evals.seg
-    scale = Scale(**seg_cfg.scale)
-    predictor = segmentation.make_predictor(model, dataset, seg_cfg.bg_thresh, seg_cfg.template,
-                                            scale)
-    seg = segmentation.evaluate(predictor, dataset, log=lambda m: _log(start, m))
-    cls = scene_classification(model, dataset, predictor.templates)
+    scores = evaluate(model, dataset, seg_cfg, log=lambda m: _log(start, m))
+    seg, cls, oracle = (scores[k] for k in ("segmentation", "scene_classification",
+                                            "oracle_grouping"))
     baseline = all_background(dataset)
     # mIoU on the first `evals.seg.limit` held-out scenes during training (this run's steps).
-    curve = [{k: row[k] for k in row if k == "step" or k.startswith("seg/")}
+    curve = [{k: row[k] for k in row if k in ("step", "seconds") or k.startswith("seg/")}
              for row in history if "seg/mIoU" in row]
-    results = {"segmentation": seg, "scene_classification": cls,
+    results = {"segmentation": seg, "scene_classification": cls, "oracle_grouping": oracle,
                "all_background": {k: baseline[k] for k in ("mIoU", "aAcc")},
                "train_steps": config.total_steps, "curve": curve,
                "seconds": time.time() - start}
     (workdir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
 
     _log(start, f"5/5 pictures in {workdir / 'demo'}")
-    for i in range(world.demo_scenes):
+    for i in range(config.toyworld.demo_scenes):
         image, _ = dataset.read(i)
         draw_demo(model, image, dataset.query_names, workdir / "demo" / f"scene{i}",
-                  bg_thresh=seg_cfg.bg_thresh, template=seg_cfg.template, scale=scale)
+                  bg_thresh=seg_cfg.bg_thresh, template=seg_cfg.template,
+                  scale=Scale(**seg_cfg.scale))
 
     print(format_table(seg))
-    print(f"zero-shot mIoU {seg['mIoU']:.1f} (all-background baseline {baseline['mIoU']:.1f}); "
+    print(f"zero-shot mIoU {seg['mIoU']:.1f} (all-background baseline {baseline['mIoU']:.1f}, "
+          f"the scene's top-1 class everywhere {cls['top1_everywhere_mIoU']:.1f}); "
           f"image-level zero-shot top-1 {cls['top1']:.1f}% on {cls['num_images']} held-out "
           f"scenes")
+    if oracle:
+        print(f"grouping alone (each final group labelled with its true majority class): "
+              f"mIoU {oracle['mIoU']:.1f}, {oracle['groups_used']:.1f} groups per scene")
     print(f"results: {workdir / 'results.json'}; pictures: {workdir / 'demo'}; "
           f"model: {workdir / 'export'}")
     _log(start, "done")
