@@ -49,6 +49,31 @@ def test_caption_names_every_object_once_and_no_colour(index):
     assert not colours & set(words), text
 
 
+def test_captions_name_only_their_own_backdrop():
+    named = 0
+    for index in range(60):
+        scene = scenes.make_scene(0, index)
+        words = set(re.findall(r"[a-z]+", captions.caption(scene, np.random.default_rng(index))))
+        others = set(scenes.BACKDROPS) - {scene.backdrop}
+        assert not words & others
+        named += scene.backdrop in words
+    assert 30 <= named <= 55  # about 70% of captions name it
+
+
+def test_a_data_folder_of_another_world_is_refused_not_overwritten(tmp_path):
+    from groupvit_jax.toyworld.main import write_world
+    config = load_config(ROOT / "configs/toyworld.py")
+    config.data.data_dir = str(tmp_path)
+    (tmp_path / "world.json").write_text(json.dumps({"world": 1}))
+    with pytest.raises(ValueError, match="another toy world"):
+        write_world(config)
+    (tmp_path / "world.json").unlink()
+    (tmp_path / "mine.txt").write_text("kept")
+    with pytest.raises(ValueError, match="no world.json"):
+        write_world(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
 def test_generated_datasets_are_readable_and_disjoint(tmp_path):
     from groupvit_jax.evaluation import datasets
     from input_pipeline import records
@@ -72,29 +97,34 @@ def test_generated_datasets_are_readable_and_disjoint(tmp_path):
     assert records.read_manifest(tmp_path / "train")["name"] == "toyworld"
 
 
+# The shortened chain below is the ablations' "groupvit" run (experiments/toyworld/
+# ablations.py: 300 steps, the same world). Measured over seeds 0, 1, 2 (2026-11-26):
+# mIoU 11.6, 13.7, 11.6 against 6.4 for all-background (margins 5.2 to 7.3), image-level
+# top-1 74.5%, 55.0%, 56.5% (a random class is in the scene about 25% of the time). The
+# thresholds sit below the lowest seed: the tests' XLA flags change the numerics too.
+SHORT_STEPS = 300
+MIN_MIOU_OVER_BACKGROUND = 3.0
+MIN_TOP1 = 40.0
+
+
 @pytest.mark.slow
 def test_main_job_end_to_end_shortened(tmp_path):
-    """The README's main command on a shortened schedule: 3,000 scenes, 200 steps (about
-    3 minutes). Image-level zero-shot top-1 measured 72% on the 50 held-out scenes
-    (chance: the scene's share of the 8 classes, about 23%); 90.6% in a 200-step
-    exploratory run. mIoU does not beat the all-background baseline yet at this length
-    (measured 6.6 vs 6.6), so only the chain and the early signal are asserted."""
+    """The README's main command on the ablations' schedule (about 6 minutes): the model
+    must beat the all-background baseline by the margin measured runs support."""
     from groupvit_jax.toyworld import main
 
     config = load_config(ROOT / "configs" / "toyworld.py")
     config.data.data_dir = str(tmp_path / "data")
-    config.toyworld.train_scenes, config.toyworld.eval_scenes = 3000, 50
     config.toyworld.demo_scenes = 1
-    config.total_steps = 200
-    config.evals.seg.every_steps, config.evals.seg.limit = 200, 50
+    config.total_steps = SHORT_STEPS
     results = main.run(config, tmp_path / "run")
 
-    assert results["scene_classification"]["top1"] >= 50.0
-    assert results["scene_classification"]["num_images"] == 50
-    seg = results["segmentation"]
-    assert seg["num_images"] == 50 and 0.0 <= seg["mIoU"] <= 100.0
-    assert [row["step"] for row in results["curve"]] == [200]
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["train_steps"] == 200
+    seg, cls = results["segmentation"], results["scene_classification"]
+    assert seg["num_images"] == cls["num_images"] == 200
+    assert seg["mIoU"] >= results["all_background"]["mIoU"] + MIN_MIOU_OVER_BACKGROUND
+    assert cls["top1"] >= MIN_TOP1
+    assert [row["step"] for row in results["curve"]] == [SHORT_STEPS]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["train_steps"] == SHORT_STEPS
     assert (tmp_path / "run" / "export" / "groupvit_jax.json").is_file()
     for name in ("input", "prediction", "groups_stage1", "groups_stage2", "legend"):
         assert (tmp_path / "run" / "demo" / "scene0" / f"{name}.png").is_file()

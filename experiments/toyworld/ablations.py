@@ -1,0 +1,165 @@
+"""Toy-world baselines and ablations over seeds: the paper's Table 4 and ablations, small.
+
+    .venv/bin/python -m experiments.toyworld.ablations                  # everything, ~1 hour
+    .venv/bin/python -m experiments.toyworld.ablations --only groupvit soft --seeds 0 --steps 50
+
+Every run is the main job's chain on the main job's world (configs/toyworld.py): the
+train binary's `train_and_evaluate` on the converted records, then the evaluation
+binary's code on the held-out scenes. All variants train the same number of steps with
+the same recipe; a seed changes the initialisation and the data order, not the world.
+    groupvit       the default: hard assignment, two grouping stages, both losses
+    soft           soft assignment (the paper's ablation)
+    no_multilabel  the image-text loss alone (no prompts from nouns)
+    one_stage      one grouping stage of 8 groups
+    vit            a ViT of the same width and depth, no grouping; evaluated twice:
+                   pixel-wise (each patch is a segment) and k-means (8 clusters of its
+                   patch tokens, each named by its projected mean), as the paper's Table 4
+Runs resume (a finished run's scores are kept in its workdir). Writes
+experiments/toyworld/results/ablations.json and prints mean, std and min/max over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from ml_collections import ConfigDict
+
+RESULTS = Path(__file__).parent / "results"
+KMEANS_SEGMENTS = 8
+
+
+def _one_stage(c):
+    c.model.vision.update(depths=(3, 2), num_group_tokens=(8, 0), num_output_groups=(8,))
+
+
+def _vit(c):
+    c.model.vision.update(depths=(5,), num_group_tokens=(0,), num_output_groups=())
+
+
+def _no_multilabel(c):
+    c.data.num_prompts = 0
+    c.model.multi_label_scale = False
+
+
+def _soft(c):
+    c.model.vision.hard_assignment = False
+
+
+# name -> (config change, [(row name, k-means clusters: 0 = the model's own segments)])
+VARIANTS = {
+    "groupvit": (lambda c: None, [("groupvit", 0)]),
+    "soft": (_soft, [("soft", 0)]),
+    "no_multilabel": (_no_multilabel, [("no_multilabel", 0)]),
+    "one_stage": (_one_stage, [("one_stage", 0)]),
+    "vit": (_vit, [("vit_pixelwise", 0), ("vit_kmeans", KMEANS_SEGMENTS)]),
+}
+
+
+def run_variant(config_file: str, name: str, seed: int, steps: int, workdir: Path) -> list[dict]:
+    """Trains one variant with one seed (or finds it trained) and scores it; one row per
+    evaluation of it."""
+    from groupvit_jax import train
+    from groupvit_jax.config_files import load_config
+    from groupvit_jax.evaluation import datasets
+    from groupvit_jax.export import read_training_checkpoint
+    from groupvit_jax.toyworld import main
+
+    scores_file = workdir / "scores.json"
+    if scores_file.is_file():
+        return json.loads(scores_file.read_text())
+    config = load_config(config_file)
+    seg_cfg = config.evals.seg
+    change, evaluations = VARIANTS[name]
+    change(config)
+    config.seed = seed
+    config.total_steps = steps
+    config.evals = ConfigDict()  # scored once at the end, on every held-out scene
+    data_dir = main.write_world(config)
+    train.train_and_evaluate(config, workdir / "train")   # returns at once when trained
+    model = read_training_checkpoint(workdir / "train")
+    dataset = datasets.folder(data_dir / "eval")
+    rows = []
+    for row_name, kmeans in evaluations:
+        scores = main.evaluate(model, dataset, seg_cfg, kmeans, log=lambda m: None)
+        cls, oracle = scores["scene_classification"], scores["oracle_grouping"] or {}
+        rows.append({"name": row_name, "seed": seed, "steps": steps,
+                     "mIoU": scores["segmentation"]["mIoU"], "top1": cls["top1"],
+                     "top1_everywhere_mIoU": cls["top1_everywhere_mIoU"],
+                     "oracle_mIoU": oracle.get("mIoU"), "groups_used": oracle.get("groups_used")})
+    scores_file.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+COLUMNS = ("mIoU", "top1", "top1_everywhere_mIoU", "oracle_mIoU", "groups_used")
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per variant: mean and std (over seeds) of every column, and mIoU's min and max."""
+    table = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        mine = [r for r in rows if r["name"] == name]
+        entry = {"name": name, "seeds": len(mine)}
+        for column in COLUMNS:
+            values = [r[column] for r in mine if r.get(column) is not None]
+            if values:
+                entry[f"{column}_mean"] = float(np.mean(values))
+                entry[f"{column}_std"] = float(np.std(values))
+        entry["mIoU_min"] = min(r["mIoU"] for r in mine)
+        entry["mIoU_max"] = max(r["mIoU"] for r in mine)
+        table.append(entry)
+    return table
+
+
+def _cell(entry: dict, column: str) -> str:
+    if f"{column}_mean" not in entry:
+        return "-"
+    return f"{entry[column + '_mean']:.1f} ± {entry[column + '_std']:.1f}"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/toyworld.py", help="the main job's config")
+    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--workdir", default="out/toyworld_ablations")
+    parser.add_argument("--out", default=str(RESULTS / "ablations.json"))
+    args = parser.parse_args(argv)
+
+    from groupvit_jax.evaluation import datasets
+    from groupvit_jax.toyworld.main import all_background
+    from groupvit_jax.train import quiet_orbax_logs
+    from groupvit_jax.config_files import load_config
+    quiet_orbax_logs()
+    rows = []
+    for name in args.only:
+        for seed in args.seeds:
+            t = time.time()
+            got = run_variant(args.config, name, seed, args.steps, Path(args.workdir) / name / f"seed{seed}")
+            rows += got
+            print(f"[ablations] {name} seed {seed}: "
+                  + ", ".join(f"{r['name']} mIoU {r['mIoU']:.1f} top-1 {r['top1']:.1f}%"
+                              for r in got) + f" ({time.time() - t:.0f}s)", flush=True)
+    eval_dir = Path(load_config(args.config).data.data_dir) / "eval"
+    baseline = all_background(datasets.folder(eval_dir))["mIoU"]
+    table = summarise(rows)
+    result = {"steps": args.steps, "seeds": args.seeds, "all_background_mIoU": baseline,
+              "table": table, "runs": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    header = ("variant", "mIoU", "min..max", "image top-1 %", "top-1 everywhere mIoU",
+              "oracle-named groups mIoU", "groups used")
+    print(" | ".join(header))
+    print(f"all_background | {baseline:.1f} | | | | |")
+    for e in table:
+        print(" | ".join([e["name"], _cell(e, "mIoU"), f"{e['mIoU_min']:.1f}..{e['mIoU_max']:.1f}",
+                          _cell(e, "top1"), _cell(e, "top1_everywhere_mIoU"),
+                          _cell(e, "oracle_mIoU"), _cell(e, "groups_used")]))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
