@@ -109,8 +109,8 @@ def write_world(config, log=print) -> Path:
 
 
 def evaluate(model, dataset, seg_cfg, kmeans: int = 0, log=print) -> dict:
-    """Zero-shot segmentation (the evaluation binary's code at `seg_cfg`'s scale) and
-    image-level classification of the held-out scenes."""
+    """Zero-shot segmentation (the evaluation binary's code at `seg_cfg`'s scale),
+    image-level classification and the oracle-named grouping of the held-out scenes."""
     from groupvit_jax.evaluation import segmentation
     from groupvit_jax.evaluation.resize import Scale
     predictor = segmentation.make_predictor(model, dataset, seg_cfg.bg_thresh, seg_cfg.template,
