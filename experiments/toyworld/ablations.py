@@ -129,16 +129,17 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(RESULTS / "ablations.json"))
     args = parser.parse_args(argv)
 
+    from groupvit_jax.config_files import load_config
     from groupvit_jax.evaluation import datasets
     from groupvit_jax.toyworld.main import all_background
     from groupvit_jax.train import quiet_orbax_logs
-    from groupvit_jax.config_files import load_config
     quiet_orbax_logs()
     rows = []
     for name in args.only:
         for seed in args.seeds:
             t = time.time()
-            got = run_variant(args.config, name, seed, args.steps, Path(args.workdir) / name / f"seed{seed}")
+            workdir = Path(args.workdir) / name / f"seed{seed}"
+            got = run_variant(args.config, name, seed, args.steps, workdir)
             rows += got
             print(f"[ablations] {name} seed {seed}: "
                   + ", ".join(f"{r['name']} mIoU {r['mIoU']:.1f} top-1 {r['top1']:.1f}%"
