@@ -110,7 +110,7 @@ MIN_TOP1 = 40.0
 
 @pytest.mark.slow
 def test_main_job_end_to_end_shortened(tmp_path):
-    """The README's main command on the ablations' schedule (about 6 minutes): the model
+    """The README's main command on the ablations' schedule (7-9 minutes): the model
     must beat the all-background baseline by the margin measured runs support."""
     from groupvit_jax.toyworld import main
 
