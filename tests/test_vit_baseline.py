@@ -10,7 +10,7 @@ import groupvit_jax as gv
 from groupvit_jax import demo, torch_layout, train
 from groupvit_jax.evaluation.predict import SegmentationPredictor
 from groupvit_jax.evaluation.resize import Scale
-from tests.config_files import ROOT, load_config
+from config_files import ROOT, load_config
 from tests.test_eval_binary import folder_dataset  # noqa: F401  (a fixture)
 
 SMALL = {"short_side": 64, "long_side_max": 2048, "window": 64, "stride": 32}

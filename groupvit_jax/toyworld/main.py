@@ -43,7 +43,7 @@ def scene_classification(model, dataset, templates) -> dict:
     best = np.argmax(np.asarray(l2_normalize(embeds)) @ classifier.T, axis=1)
     hits = [np.any(label == b + 1) for label, b in zip(labels, best)]
     painted = _segmentation_of(dataset, [np.full(label.shape, b + 1, np.int32)
-                                         for label, b in zip(labels, best)])
+                                         for label, b in zip(labels, best)], labels)
     return {"top1": 100.0 * float(np.mean(hits)), "num_images": len(hits),
             "top1_everywhere_mIoU": painted["mIoU"]}
 
@@ -52,7 +52,7 @@ def oracle_grouping(model, dataset, scale) -> dict | None:
     """The grouping's own quality, naming aside: mIoU when every final group takes the
     majority true label of its pixels, and the groups a scene uses (None for a ViT)."""
     from groupvit_jax.demo import stage_group_maps
-    predictions, used = [], []
+    predictions, labels, used = [], [], []
     for i in range(len(dataset)):
         image, label = dataset.read(i)
         maps = stage_group_maps(model, image, scale)
@@ -63,22 +63,25 @@ def oracle_grouping(model, dataset, scale) -> dict | None:
         for g in np.unique(groups):
             oracle[groups == g] = np.bincount(label[groups == g]).argmax()
         predictions.append(oracle)
+        labels.append(label)
         used.append(len(np.unique(groups)))
-    return {"mIoU": _segmentation_of(dataset, predictions)["mIoU"],
+    return {"mIoU": _segmentation_of(dataset, predictions, labels)["mIoU"],
             "groups_used": float(np.mean(used))}
 
 
-def _segmentation_of(dataset, predictions) -> dict:
+def _segmentation_of(dataset, predictions, labels) -> dict:
+    """The dataset's metric over label maps already predicted and read."""
     from groupvit_jax.evaluation.metrics import SegmentationMetric
     metric = SegmentationMetric(dataset.class_names)
-    for i, prediction in enumerate(predictions):
-        metric.add(prediction, dataset.read(i)[1])
+    for prediction, label in zip(predictions, labels, strict=True):
+        metric.add(prediction, label)
     return metric.results()
 
 
 def all_background(dataset) -> dict:
-    return _segmentation_of(dataset, [np.zeros_like(dataset.read(i)[1], np.int32)
-                                      for i in range(len(dataset))])
+    labels = [dataset.read(i)[1] for i in range(len(dataset))]
+    return _segmentation_of(dataset, [np.zeros_like(label, np.int32) for label in labels],
+                            labels)
 
 
 def write_world(config, log=print) -> Path:
