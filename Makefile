@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/python -m groupvit_jax.toyworld.main $(ARGS)
+	$(VENV)/bin/python -m experiments.toyworld.main $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q $(ARGS)

@@ -7,8 +7,8 @@ Run:
 
 Expected (paper, Table 3, 1-stage on CC12M): PASCAL VOC mask mIoU 39.3, boundary 31.6.
 """
-from groupvit_jax.config import one_stage
-from groupvit_jax.train_config import apply_variant, recipe
+from groupvit_jax.models.config import one_stage
+from groupvit_jax.train.recipe import apply_variant, recipe
 
 
 def get_config(arg=None):

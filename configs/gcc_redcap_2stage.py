@@ -8,8 +8,8 @@ Run:
 Expected (released checkpoint): zero-shot mIoU VOC 50.8, PASCAL Context 23.7,
 COCO-Object 27.5; ImageNet top-1 51.6.
 """
-from groupvit_jax.config import GroupViTConfig
-from groupvit_jax.train_config import apply_variant, recipe
+from groupvit_jax.models.config import GroupViTConfig
+from groupvit_jax.train.recipe import apply_variant, recipe
 
 
 def get_config(arg=None):

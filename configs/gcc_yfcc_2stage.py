@@ -10,8 +10,8 @@ VOC 52.3, PASCAL Context 22.4, COCO-Object 24.3; ImageNet top-1 43.7.
 `:gpu1` is the same run on one GPU (gradient caching over 16 micro-batches, bf16).
 `:runlocal` trains a tiny model 30 steps on CPU; the loss falls by over 20%.
 """
-from groupvit_jax.config import GroupViTConfig
-from groupvit_jax.train_config import apply_variant, recipe
+from groupvit_jax.models.config import GroupViTConfig
+from groupvit_jax.train.recipe import apply_variant, recipe
 
 
 def get_config(arg=None):

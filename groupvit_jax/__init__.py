@@ -1,7 +1,7 @@
 """GroupViT in JAX/Flax: grouping image tower, CLIP text tower, released-weight import."""
-from groupvit_jax.config import GroupViTConfig, TextConfig, VisionConfig
-from groupvit_jax.model import GroupViT
-from groupvit_jax.pretrained import PretrainedGroupViT, export, load_pretrained
+from groupvit_jax.models.config import GroupViTConfig, TextConfig, VisionConfig
+from groupvit_jax.models.model import GroupViT
+from groupvit_jax.checkpoints.pretrained import PretrainedGroupViT, export, load_pretrained
 
 
 def __getattr__(name):

@@ -12,7 +12,6 @@ The dataset is built in a hidden sibling folder and renamed into place when comp
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -28,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from absl import flags
 from PIL import Image
 
-from input_pipeline import nouns, records, sources
+from input_pipeline import cli, nouns, records, sources
 
 SHARD_PREFIX = "train"
 REPORT = "skipped.jsonl"
@@ -309,40 +309,45 @@ def convert_dataset(inputs: list[str], fmt: str, out_dir: str | Path, *,
     return records.read_manifest(out_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_multi_string("input", None, "a path or glob (quote it: the converter expands "
+                              "it); repeat the flag for more", flag_values=fv, required=True)
+    flags.DEFINE_enum("format", None, sources.FORMATS, "the input's format", flag_values=fv,
+                      required=True)
+    flags.DEFINE_string("out", None, "the dataset folder to create", flag_values=fv,
+                        required=True)
+    flags.DEFINE_string("name", None, "default: the --out folder's name", flag_values=fv)
+    flags.DEFINE_integer("examples_per_shard", 2000, "examples per TFRecord shard",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("resize_short_side", None, "shrink images whose short side is larger "
+                         "(img2dataset used 512)", lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("tagger", "pattern", [*nouns.TAGGERS, "none"],
+                      "'none': store no nouns; training extracts them online", flag_values=fv)
+    flags.DEFINE_integer("workers", 1, "processes", lower_bound=1, flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "replace an existing --out", flag_values=fv)
+    flags.DEFINE_string("image_column", None, "CSV: the image-path column", flag_values=fv)
+    flags.DEFINE_string("caption_column", None, "CSV: the caption column", flag_values=fv)
+    flags.DEFINE_bool("quiet", False, "no progress lines", flag_values=fv)
+
+
+def _run(args: flags.FlagValues) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; workers inherit
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", nargs="+", required=True, help="paths or globs")
-    parser.add_argument("--format", required=True, choices=sources.FORMATS)
-    parser.add_argument("--out", required=True, help="the dataset folder to create")
-    parser.add_argument("--name", default=None, help="default: the --out folder's name")
-    parser.add_argument("--examples_per_shard", type=int, default=2000)
-    parser.add_argument("--resize_short_side", type=int, default=None,
-                        help="shrink images whose short side is larger (img2dataset used 512)")
-    parser.add_argument("--tagger", default="pattern", choices=(*nouns.TAGGERS, "none"),
-                        help="'none': store no nouns; training extracts them online")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--image_column", default=None, help="CSV: the image-path column")
-    parser.add_argument("--caption_column", default=None, help="CSV: the caption column")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    args = parser.parse_args(argv)
-    try:
-        manifest = convert_dataset(
-            args.input, args.format, args.out, name=args.name,
-            examples_per_shard=args.examples_per_shard,
-            resize_short_side=args.resize_short_side,
-            tagger=None if args.tagger == "none" else args.tagger, workers=args.workers,
-            overwrite=args.overwrite, progress=not args.quiet,
-            image_column=args.image_column, caption_column=args.caption_column)
-    except (FileNotFoundError, FileExistsError, ValueError, LookupError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    manifest = convert_dataset(
+        args.input, args.format, args.out, name=args.name,
+        examples_per_shard=args.examples_per_shard,
+        resize_short_side=args.resize_short_side,
+        tagger=None if args.tagger == "none" else args.tagger, workers=args.workers,
+        overwrite=args.overwrite, progress=not args.quiet,
+        image_column=args.image_column, caption_column=args.caption_column)
     skipped = {k: v for k, v in manifest["skipped"].items() if k != "report" and v}
     print(f"wrote {manifest['num_examples']} examples in {len(manifest['shards'])} shards to "
           f"{args.out}; skipped {skipped or 'none'}")
-    return 0
+    return cli.OK
+
+
+# LookupError: the nltk tagger's data is not installed.
+main = cli.binary(define_flags, _run, data_errors=(LookupError,))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_main(main)

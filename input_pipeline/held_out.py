@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import augment, records, tokenize
+from input_pipeline import augment, records
+
+from input_pipeline import tokenize_ops
 
 
 def held_out_pairs(folder: str, num_examples: int, image_size: int, tokenizer: str,
@@ -16,7 +18,7 @@ def held_out_pairs(folder: str, num_examples: int, image_size: int, tokenizer: s
         raise ValueError(f"{folder} holds {manifest['num_examples']} examples; the evaluator "
                          f"asks for {num_examples}.")
     files = [s["path"] for s in manifest["shards"]]
-    texts = tokenize.make_tokenizer(tokenizer, context_length)
+    texts = tokenize_ops.make_tokenizer(tokenizer, context_length)
 
     def prepare(serialized):
         example = records.parse_example(serialized)

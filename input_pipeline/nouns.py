@@ -104,11 +104,6 @@ def extract_nouns(caption: str, tagger: str = "pattern") -> list[str]:
     return [word for word, t in tagged if t in KEPT_TAGS]
 
 
-def extract_nouns_batch(captions: list[str], tagger: str = "pattern") -> list[list[str]]:
-    """extract_nouns for each caption (the online mode, for records stored without nouns)."""
-    return [extract_nouns(caption, tagger) for caption in captions]
-
-
 def tagger_info(tagger: str) -> dict:
     """What the manifest records about the nouns: the tagger and the packages behind it."""
     if tagger not in TAGGERS:

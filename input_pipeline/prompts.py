@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from groupvit_jax.templates import CLIP_80
+from input_pipeline.templates import CLIP_80
 
 
 def split_templates(templates: Sequence[str]) -> tuple[tf.Tensor, tf.Tensor]:

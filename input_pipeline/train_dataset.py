@@ -22,8 +22,8 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from groupvit_jax.config import GroupViTConfig
-from input_pipeline import augment, mixture, nouns, prompts, records, tokenize
+from input_pipeline import augment, mixture, nouns, prompts, records
+from input_pipeline import tokenize_ops
 
 FILE_CYCLE = 8  # files read in parallel per dataset: mixes neighbouring shards
 ONLINE_TAGGER = "pattern"  # for datasets stored without nouns; needs no downloaded data
@@ -101,14 +101,15 @@ def _online_nouns(caption: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(words, [None])
 
 
-def _check(config, model: GroupViTConfig, process_count: int) -> None:
+def _check(config, process_count: int) -> None:
     data = config.data
     if data.global_batch % process_count:
         raise ValueError(f"data.global_batch={data.global_batch} is not divisible by "
                          f"{process_count} hosts.")
-    if data.augment.image_size != model.vision.image_size:
+    if data.augment.image_size != config.model.vision.image_size:
         raise ValueError(f"data.augment.image_size={data.augment.image_size} but "
-                         f"model.vision.image_size={model.vision.image_size}: set both alike.")
+                         f"model.vision.image_size={config.model.vision.image_size}: set both "
+                         "alike.")
     if data.shuffle_buffer < 1:
         raise ValueError(f"data.shuffle_buffer={data.shuffle_buffer}: must be >= 1.")
 
@@ -140,10 +141,10 @@ def prepared_batches(examples: tf.data.Dataset, config, process_index: int,
                      process_count: int, seed: int) -> tf.data.Dataset:
     """serialized_stream's elements -> batches of images and tokens (module docstring)."""
     data = config.data
-    model = GroupViTConfig.from_dict(config.model.to_dict())
-    _check(config, model, process_count)
-    tokenizer = tokenize.make_tokenizer(data.tokenizer, model.text.context_length)
-    tokenize.check_vocab_size(tokenizer, model.text.vocab_size, data.tokenizer)
+    text = config.model.text
+    _check(config, process_count)
+    tokenizer = tokenize_ops.make_tokenizer(data.tokenizer, text.context_length)
+    tokenize_ops.check_vocab_size(tokenizer, text.vocab_size, data.tokenizer)
     sources = mixture.resolve(data.datasets, data.data_dir)
     without_nouns = [s.manifest["nouns"].get("tagger") is None for s in sources]
     stored_without_nouns = tf.constant(without_nouns)

@@ -1,6 +1,6 @@
 """One training process of a multi-process run on loopback (used by test_multiprocess.py).
 
-    python tests/multiprocess_train.py PROCESS_ID NUM_PROCESSES PORT DEVICES WORKDIR
+    python -m tests.multiprocess_train PROCESS_ID NUM_PROCESSES PORT DEVICES WORKDIR
 """
 import os
 import sys
@@ -17,13 +17,11 @@ if int(num_processes) > 1:
 
 from pathlib import Path  # noqa: E402
 
-from groupvit_jax import train  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_train import ROOT, load_config  # noqa: E402
+from groupvit_jax.train import trainer  # noqa: E402
+from tests.config_files import ROOT, load_config  # noqa: E402
 
 config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
 config.total_steps = 3
 config.log_every_steps = 1
-history = train.train_and_evaluate(config, Path(workdir))
+history = trainer.train_and_evaluate(config, Path(workdir))
 print("LOSSES", [h["loss"] for h in history if "loss" in h])

@@ -1,10 +1,11 @@
 """Run in a subprocess with 8 fake CPU devices: the sharded step equals one device.
 
+    python -m tests.sharded_step_check
+
 Prints a JSON report; tests/test_train_step.py asserts on it.
 """
 import json
 import os
-import sys
 
 os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 "
                            "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
@@ -14,13 +15,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
-sys.path.insert(0, os.path.dirname(__file__))
 
-from groupvit_jax import sharding, train_step  # noqa: E402
-from groupvit_jax.model import GroupViT  # noqa: E402
-from groupvit_jax.optim import make_optimizer  # noqa: E402
+from groupvit_jax.train import sharding  # noqa: E402
+from groupvit_jax.train import step as train_step  # noqa: E402
+from groupvit_jax.models.model import GroupViT  # noqa: E402
+from groupvit_jax.train.optim import make_optimizer  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
-from tiny import tiny_config  # noqa: E402
+from tests.tiny import tiny_config  # noqa: E402
 
 B, K = 24, 3
 config = tiny_config()

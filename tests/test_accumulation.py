@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from groupvit_jax import train_step
-from groupvit_jax.model import GroupViT
-from tiny import tiny_config
+from groupvit_jax.train import step as train_step
+from groupvit_jax.models.model import GroupViT
+from tests.tiny import tiny_config
 
 B, K = 8, 2
 

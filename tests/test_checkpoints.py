@@ -6,8 +6,9 @@ torch = pytest.importorskip("torch")
 omegaconf = pytest.importorskip("omegaconf")
 
 import groupvit_jax as gv  # noqa: E402
-import torch_reference  # noqa: E402
-from groupvit_jax import convert, torch_layout  # noqa: E402
+from tests import torch_reference  # noqa: E402
+from groupvit_jax.checkpoints import convert_weights  # noqa: E402
+from groupvit_jax.checkpoints import torch_layout  # noqa: E402
 
 # Small, but every kind of weight is there. Vision heads (2) differ from width // 64 (3),
 # so loading an NVlabs file must read them from its pickled config.
@@ -105,12 +106,13 @@ def test_export_then_load_is_identical(hf, tmp_path):
 
 def test_convert_cli_from_a_hugging_face_folder(hf, tmp_path, capsys):
     hf.save_pretrained(tmp_path / "hf")
-    assert convert.main([str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+    args = ["convert_weights", f"--src={tmp_path / 'hf'}", f"--dst={tmp_path / 'ours'}"]
+    assert convert_weights.main(args) == 0
     assert "converted hf checkpoint" in capsys.readouterr().out
     _same_outputs(gv.load_pretrained(tmp_path / "ours"),
                   gv.PretrainedGroupViT(*torch_reference.convert(hf)))
     # Never overwrites without being asked.
-    assert convert.main([str(tmp_path / "hf"), str(tmp_path / "ours")]) == 2
+    assert convert_weights.main(args) == 3
     assert "--overwrite" in capsys.readouterr().err
 
 
@@ -122,7 +124,8 @@ def test_convert_cli_from_a_hugging_face_folder(hf, tmp_path, capsys):
 def test_convert_cli_names_bad_nvlabs_files(tmp_path, capsys, make, message):
     src = tmp_path / "bad.pth"
     make(src)
-    assert convert.main([str(src), str(tmp_path / "out")]) == 2
+    assert convert_weights.main(["convert_weights", f"--src={src}",
+                                 f"--dst={tmp_path / 'out'}"]) == 3
     err = capsys.readouterr().err
     assert message in err and str(src) in err
     assert not (tmp_path / "out").exists()

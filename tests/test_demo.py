@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import groupvit_jax as gv
-from groupvit_jax import demo
-from tiny_pretrained import tiny_pretrained
+from groupvit_jax.evaluation import demo
+from tests.tiny_pretrained import tiny_pretrained
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 90, 170
@@ -43,7 +43,7 @@ def test_demo_binary_writes_its_pictures(checkpoint, image_file, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     done = subprocess.run(
-        [sys.executable, "-m", "groupvit_jax.demo", "--checkpoint", str(checkpoint),
+        [sys.executable, "-m", "groupvit_jax.evaluation.demo", "--checkpoint", str(checkpoint),
          "--image", str(image_file), "--classes", "cat, dog,grass", "--out", str(out),
          "--no_background"], capture_output=True, text=True, env=env, cwd=REPO,
         timeout=300)
@@ -98,8 +98,8 @@ def test_group_maps_per_stage(image_file):
 
 
 def test_bad_arguments_are_clear(checkpoint, tmp_path, capsys):
-    assert demo.main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "none.jpg"),
-                      "--classes", "cat", "--out", str(tmp_path)]) == 2
+    assert demo.main(["demo", "--checkpoint", str(checkpoint), "--image",
+                      str(tmp_path / "none.jpg"), "--classes", "cat", "--out", str(tmp_path)]) == 3
     assert "none.jpg: image not found" in capsys.readouterr().err
     with pytest.raises(ValueError, match="names no class"):
         demo.parse_classes(" , ,")

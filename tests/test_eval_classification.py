@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 import groupvit_jax as gv
-from groupvit_jax import eval_cls, evaluators
+from groupvit_jax.evaluation import eval_cls
+from groupvit_jax.evaluation import registry
 from groupvit_jax.evaluation import classification
-from groupvit_jax.templates import IMAGENET_7
-from tiny_pretrained import tiny_pretrained
+from input_pipeline.templates import IMAGENET_7
+from tests.tiny_pretrained import tiny_pretrained
 
 CLASSES = ["cat", "dog", "grass", "sky", "car", "tree", "boat"]
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -132,14 +133,14 @@ def test_evaluator_and_binary_agree_with_evaluate(model, files, tmp_path):
                                        batch_size=4)
     cfg = ml_collections.ConfigDict({"cls": {"kind": "classification", "every_steps": 1,
                                              "data_dir": str(root), "batch_size": 4}})
-    [(name, _, run)] = evaluators.create(cfg, train_config=None)
+    [(name, _, run)] = registry.create(cfg, train_config=None)
     assert name == "cls"
     assert run(model) == {"top1": expected["top1"], "top5": expected["top5"]}
 
     ckpt = tmp_path / "ckpt"
     gv.export(model, ckpt)
     out = tmp_path / "results.json"
-    assert eval_cls.main(["--checkpoint", str(ckpt), "--data_dir", str(root),
+    assert eval_cls.main(["eval_cls", "--checkpoint", str(ckpt), "--data_dir", str(root),
                           "--batch_size", "4", "--out", str(out)]) == 0
     written = json.loads(out.read_text())
     assert (written["top1"], written["top5"], written["num_images"]) == (
@@ -148,11 +149,11 @@ def test_evaluator_and_binary_agree_with_evaluate(model, files, tmp_path):
 
 def test_binary_reports_bad_paths(files, tmp_path, capsys):
     root, _ = files
-    assert eval_cls.main(["--checkpoint", str(tmp_path / "none.pth"),
-                          "--data_dir", str(root)]) == 2
+    assert eval_cls.main(["eval_cls", "--checkpoint", str(tmp_path / "none.pth"),
+                          "--data_dir", str(root)]) == 3
     assert "none.pth: no such file" in capsys.readouterr().err
-    assert eval_cls.main(["--checkpoint", str(tmp_path / "none.pth"),
-                          "--data_dir", str(tmp_path / "nodata")]) == 2
+    assert eval_cls.main(["eval_cls", "--checkpoint", str(tmp_path / "none.pth"),
+                          "--data_dir", str(tmp_path / "nodata")]) == 3
     assert "nodata: data directory not found" in capsys.readouterr().err
 
 

@@ -77,14 +77,15 @@ def test_coco_object_from_coco_stuff(tmp_path):
     stuff = np.array([[0, 89, 91, 255], [12, 181, 0, 26]], np.uint8)
     _image(tmp_path / "images/val2017/000000000139.jpg", hw=(2, 4))
     _label(tmp_path / "annotations/val2017/000000000139.png", stuff)
-    assert coco_object.main([str(tmp_path)]) == 0
+    assert coco_object.main(["coco_object", f"--coco_dir={tmp_path}"]) == 0
     ds = datasets.load("coco_object", tmp_path)
     _, label = ds.read(0)
     # person (0) -> 1, toothbrush (89) -> 80, stop sign (12) -> 12, backpack (26, after
     # COCO's gaps at 11 and 25) -> 25; stuff (91..181) and unlabelled (255) -> 0.
     np.testing.assert_array_equal(label, [[1, 80, 0, 0], [12, 0, 1, 25]])
     assert ds.class_names[80] == "toothbrush" and ds.class_names[25] == "backpack"
-    assert coco_object.main([str(tmp_path)]) == 1  # never overwrites without --overwrite
+    # Never overwrites without --overwrite.
+    assert coco_object.main(["coco_object", f"--coco_dir={tmp_path}"]) == 3
     with pytest.raises(ValueError, match="ids \\[11\\]"):
         coco_object.convert_label(np.array([[11]], np.uint8))
 

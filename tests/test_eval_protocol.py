@@ -1,19 +1,15 @@
 """The segmentation protocol: hand-built model outputs with known answers, and parity
 with an independent PyTorch re-statement of the released code (GroupViTSegInference
 inside mmseg's slide inference) on a tiny random model, pixel for pixel."""
-import dataclasses
-
 import cv2
-import jax
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from groupvit_jax import pretrained
 from groupvit_jax.evaluation import predict
 from groupvit_jax.evaluation.scoring import group_probabilities, score_windows
-from tests.tiny import tiny_config
+from tests.tiny_pretrained import random_model
 
 SCALE = np.float32(10.0)
 
@@ -179,29 +175,6 @@ def _reference(model, image, class_names, bg_thresh):
     top2 = preds[0].topk(2, dim=0).values
     ties = group_tie | ((top2[0] - top2[1]) < 1e-5)
     return F.softmax(preds, 1).argmax(1)[0].numpy(), ties.numpy()
-
-
-def random_model(seed: int = 0) -> pretrained.PretrainedGroupViT:
-    """A tiny GroupViT (16-pixel patches, the CLIP vocabulary) with random weights, built
-    from the variables' shapes without compiling an init: norms 1/0, the rest N(0, .02).
-    Its assignment queries are scaled up and its temperature set to 100 so groups,
-    classes and background all show up."""
-    cfg = tiny_config()
-    cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, patch_size=16),
-                      text=dataclasses.replace(cfg.text, vocab_size=49408))
-    rng = np.random.default_rng(seed)
-
-    def init(path, spec):
-        name = jax.tree_util.keystr(path)
-        if name.endswith(("['scale']", "['var']")):
-            return np.ones(spec.shape, spec.dtype)
-        if name.endswith(("['bias']", "['mean']")):
-            return np.zeros(spec.shape, spec.dtype)
-        scale = 0.6 if "['assign']['q']" in name else 0.02
-        return rng.normal(0, scale, spec.shape).astype(spec.dtype)
-    variables = jax.tree_util.tree_map_with_path(init, pretrained.abstract_variables(cfg))
-    variables["params"]["logit_scale"] = np.float32(np.log(100.0))
-    return pretrained.PretrainedGroupViT(cfg, variables)
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.eval_data import blocky_images
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import sys
 import jax
 import numpy as np
 from groupvit_jax.evaluation.predict import SegmentationPredictor
-from tests.test_eval_protocol import random_model
-from tests.test_eval_sharding import images
+from tests.eval_data import blocky_images
+from tests.tiny_pretrained import random_model
 
 predictor = SegmentationPredictor(random_model(), ["cat", "dog", "tree"], bg_thresh=0.35)
 assert jax.local_device_count() == predictor.window_batch // 8 == int(sys.argv[2])
-labels = predictor.predict(images())
+labels = predictor.predict(blocky_images())
 np.savez(sys.argv[1], *labels)
 """
 
@@ -34,22 +36,13 @@ process_id, count, port, data_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv
 if count > 1:
     jax.distributed.initialize(f"127.0.0.1:{port}", count, process_id)
 from groupvit_jax.evaluation import datasets, segmentation
-from tests.test_eval_protocol import random_model
+from tests.tiny_pretrained import random_model
 
 dataset = datasets.folder(data_dir)
 predictor = segmentation.make_predictor(random_model(), dataset, 0.35)
 result = segmentation.evaluate(predictor, dataset, log=None)
 print("RESULT", json.dumps({k: result[k] for k in ("mIoU", "aAcc", "num_pixels", "per_class")}))
 """
-
-
-def images():
-    rng = np.random.default_rng(3)
-    out = []
-    for hw in ((375, 500), (500, 333), (217, 901)):  # 2, 2 and 4 windows (one odd size)
-        small = rng.integers(0, 256, (5, 7, 3)).astype(np.float32)
-        out.append(np.kron(small, np.ones((80, 140, 1)))[:hw[0], :hw[1]].astype(np.uint8))
-    return out
 
 
 def _run(out: Path, devices: int) -> list[np.ndarray]:
@@ -66,7 +59,7 @@ def _run(out: Path, devices: int) -> list[np.ndarray]:
 @pytest.mark.slow  # two subprocesses compile the tiny model (~40 s)
 def test_eight_devices_match_one(tmp_path):
     one, eight = _run(tmp_path / "one.npz", 1), _run(tmp_path / "eight.npz", 8)
-    for image, a, b in zip(images(), one, eight):
+    for image, a, b in zip(blocky_images(), one, eight):
         assert a.shape == image.shape[:2]
         np.testing.assert_array_equal(a, b)
 
@@ -76,7 +69,7 @@ def _write_folder(root: Path) -> None:
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     (root / "classes.txt").write_text("background\ncat\ndog\ntree\n")
-    for i, image in enumerate(images()):
+    for i, image in enumerate(blocky_images()):
         Image.fromarray(image).save(root / "images" / f"{i}.png")
         label = (image[..., 0] // 64).astype(np.uint8)  # 0..3, blocky like the image
         label[:2] = 255
@@ -106,4 +99,4 @@ def test_two_hosts_split_the_images_and_sum_the_counts(tmp_path):
     [one] = _evaluate(tmp_path / "data", 1)
     assert two[0] == two[1] == one  # 3 images: host 0 gets 2, host 1 gets 1 and a pad
     assert one["num_pixels"] == sum(h * w - 2 * w for h, w, _ in
-                                    (i.shape for i in images()))
+                                    (i.shape for i in blocky_images()))

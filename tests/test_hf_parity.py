@@ -5,9 +5,9 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import torch_reference  # noqa: E402
-from groupvit_jax import pretrained  # noqa: E402
-from groupvit_jax.model import GroupViT  # noqa: E402
+from tests import torch_reference  # noqa: E402
+from groupvit_jax.checkpoints import pretrained  # noqa: E402
+from groupvit_jax.models.model import GroupViT  # noqa: E402
 
 RTOL = 1e-4
 ONE_STAGE = {"depths": [6, 6], "num_group_tokens": [64, 0], "num_output_groups": [8, 8]}

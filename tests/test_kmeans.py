@@ -4,7 +4,7 @@ import pytest
 
 from groupvit_jax.evaluation.kmeans import kmeans, kmeans_segments
 from groupvit_jax.evaluation.predict import SegmentationPredictor
-from tests.test_eval_protocol import random_model
+from tests.tiny_pretrained import random_model
 
 # Three obvious clusters, interleaved: A around (1, 1), B around (11, 10), C around (0, 21).
 TOKENS = np.array([[0, 0], [10, 10], [0, 20], [2, 0], [12, 10], [0, 2], [0, 22], [2, 2]],

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from groupvit_jax import losses
+from groupvit_jax.train import losses
 
 
 def _np_normalize(x):

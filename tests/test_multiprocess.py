@@ -1,5 +1,4 @@
 """Two processes x 4 devices (jax.distributed on loopback) train like one process x 8."""
-import os
 import socket
 import subprocess
 import sys
@@ -8,15 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from groupvit_jax import train_step
-from groupvit_jax.config import GroupViTConfig
-from groupvit_jax.export import read_training_checkpoint
-from groupvit_jax.model import GroupViT
-from groupvit_jax.optim import make_optimizer
-from groupvit_jax.synthetic_data import synthetic_batch
-from test_train import ROOT, load_config
-
-SCRIPT = os.path.join(os.path.dirname(__file__), "multiprocess_train.py")
+from groupvit_jax.train import step as train_step
+from groupvit_jax.models.config import GroupViTConfig
+from groupvit_jax.train.export import read_training_checkpoint
+from groupvit_jax.models.model import GroupViT
+from groupvit_jax.train.optim import make_optimizer
+from input_pipeline.synthetic_data import synthetic_batch
+from tests.config_files import ROOT, load_config
 
 
 def _free_port():
@@ -27,9 +24,10 @@ def _free_port():
 
 def _run(num_processes, devices, workdir):
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, SCRIPT, str(i), str(num_processes), str(port),
-                               str(devices), str(workdir)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.multiprocess_train", str(i),
+                               str(num_processes), str(port), str(devices), str(workdir)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
              for i in range(num_processes)]
     outputs = [p.communicate(timeout=900)[0] for p in procs]
     for p, out in zip(procs, outputs):

@@ -49,11 +49,6 @@ def test_nothing_to_keep(caption):
     assert nouns.extract_nouns(caption) == []
 
 
-def test_batch_matches_one_by_one():
-    captions = [c for c, _ in CAPTIONS] + [""]
-    assert nouns.extract_nouns_batch(captions) == [e for _, e in CAPTIONS] + [[]]
-
-
 def test_unknown_tagger():
     with pytest.raises(ValueError, match="unknown tagger 'spacy'"):
         nouns.extract_nouns("a dog", tagger="spacy")

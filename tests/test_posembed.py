@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from groupvit_jax.posembed import bicubic_resize_matrix, resize_pos_embed
+from groupvit_jax.models.posembed import bicubic_resize_matrix, resize_pos_embed
 
 SRC = (14, 14)
 C = 384

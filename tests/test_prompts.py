@@ -1,7 +1,7 @@
 """Prompt templates, in-graph prompts and batch tokenisation."""
 import pytest
 
-from groupvit_jax import templates
+from input_pipeline import templates
 
 
 @pytest.mark.parametrize("name,count", [("clip_80", 80), ("imagenet_7", 7), ("segmentation", 1)])
@@ -72,8 +72,8 @@ def test_clip_batch_tokenizer_matches_clip_tokenizer():
     import numpy as np
     import tensorflow as tf
 
-    from groupvit_jax.tokenizer import get_tokenizer
-    from input_pipeline.tokenize import make_tokenizer
+    from input_pipeline.clip_tokenizer import get_tokenizer
+    from input_pipeline.tokenize_ops import make_tokenizer
     texts = [["a dog", "Café &amp; crème " * 20, ""], ["x", "a photo of a dog.", "ÅÄÖ"]]
     tokens = tf.function(make_tokenizer("clip", 77))(tf.constant(texts)).numpy()
     assert tokens.shape == (2, 3, 77) and tokens.dtype == np.int32
@@ -87,15 +87,15 @@ def test_sentencepiece_tokenizer_puts_eot_highest(tmp_path):
     import sentencepiece
     import tensorflow as tf
 
-    from input_pipeline import tokenize
+    from input_pipeline import tokenize_ops
     from input_pipeline.train_sentencepiece import main
-    from test_train_dataset import write_dataset
+    from tests.train_records import write_dataset
 
     write_dataset(tmp_path / "d", "d", (30, 30))
-    assert main(["--data", str(tmp_path / "d"), "--vocab_size", "24",
+    assert main(["train_sentencepiece", "--data", str(tmp_path / "d"), "--vocab_size", "24",
                  "--out", str(tmp_path / "sp")]) == 0
     spec = f"sentencepiece:{tmp_path / 'sp.model'}"
-    tok = tokenize.make_tokenizer(spec, 12)
+    tok = tokenize_ops.make_tokenizer(spec, 12)
     assert (tok.vocab_size, tok.sot_id, tok.eot_id) == (27, 25, 26)
     out = tok(tf.constant([["a dog", "a dog number 12 13 14 15 16 17 18"]])).numpy()
     pieces = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "sp.model")).encode(
@@ -106,4 +106,4 @@ def test_sentencepiece_tokenizer_puts_eot_highest(tmp_path):
     np.testing.assert_array_equal(out[0, 1], [25, *(p + 1 for p in pieces[1][:10]), 26])
     with pytest.raises(ValueError, match="model.text.vocab_size=49408; set "
                                          "--config.model.text.vocab_size=27"):
-        tokenize.check_vocab_size(tok, 49408, spec)
+        tokenize_ops.check_vocab_size(tok, 49408, spec)

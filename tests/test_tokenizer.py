@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import regex
 
-from groupvit_jax.tokenizer import VOCAB_PATH, ClipTokenizer, clean, get_tokenizer
+from input_pipeline.clip_tokenizer import VOCAB_PATH, ClipTokenizer, clean, get_tokenizer
 
 L = 77
 SOT_S, EOT_S = "<|startoftext|>", "<|endoftext|>"
@@ -211,7 +211,7 @@ def test_split_matches_regex_per_code_point():
     # probe each character between a letter, a punctuation mark and a digit.
     from tokenizers import Regex, pre_tokenizers
 
-    from groupvit_jax.tokenizer import _onig_split_pattern
+    from input_pipeline.clip_tokenizer import _onig_split_pattern
 
     split = pre_tokenizers.Split(Regex(_onig_split_pattern()), behavior="removed", invert=True)
     rnd = random.Random(7)

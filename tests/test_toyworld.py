@@ -5,8 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from config_files import ROOT, load_config
-from groupvit_jax.toyworld import captions, generate, scenes
+from tests.config_files import ROOT, load_config
+from experiments.toyworld.world import captions
+from experiments.toyworld.world import generate
+from experiments.toyworld.world import scenes
 
 
 def test_scene_is_a_pure_function_of_seed_and_index():
@@ -61,8 +63,8 @@ def test_captions_name_only_their_own_backdrop():
 
 
 def test_a_data_folder_of_another_world_is_refused_not_overwritten(tmp_path):
-    from groupvit_jax.toyworld.main import write_world
-    config = load_config(ROOT / "configs/toyworld.py")
+    from experiments.toyworld.main import write_world
+    config = load_config(ROOT / "experiments/toyworld/config.py")
     config.data.data_dir = str(tmp_path)
     (tmp_path / "world.json").write_text(json.dumps({"world": 1}))
     with pytest.raises(ValueError, match="another toy world"):
@@ -112,9 +114,9 @@ MIN_TOP1 = 40.0
 def test_main_job_end_to_end_shortened(tmp_path):
     """The README's main command on the ablations' schedule (7-9 minutes): the model
     must beat the all-background baseline by the margin measured runs support."""
-    from groupvit_jax.toyworld import main
+    from experiments.toyworld import main
 
-    config = load_config(ROOT / "configs" / "toyworld.py")
+    config = load_config(ROOT / "experiments/toyworld/config.py")
     config.data.data_dir = str(tmp_path / "data")
     config.toyworld.demo_scenes = 1
     config.total_steps = SHORT_STEPS

@@ -26,11 +26,11 @@ def test_summary_is_mean_std_min_max_over_seeds_per_variant():
 
 @pytest.mark.parametrize("name", sorted(ablations.VARIANTS))
 def test_every_variant_changes_a_valid_model_config(name):
-    from groupvit_jax.config import GroupViTConfig
-    from groupvit_jax.config_files import load_config
-    from config_files import ROOT
+    from groupvit_jax.models.config import GroupViTConfig
+    from groupvit_jax.train.config_files import load_config
+    from tests.config_files import ROOT
 
-    config = load_config(ROOT / "configs" / "toyworld.py")
+    config = load_config(ROOT / "experiments/toyworld/config.py")
     change, evaluations = ablations.VARIANTS[name]
     change(config)
     model = GroupViTConfig.from_dict(config.model.to_dict())   # validates the architecture

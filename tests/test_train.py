@@ -1,6 +1,5 @@
 """Configs, the recipe's schedule, and the train binary end to end on CPU."""
 import ast
-import importlib
 import math
 import os
 import re
@@ -15,16 +14,19 @@ import orbax.checkpoint as ocp
 import pytest
 
 import groupvit_jax as gv
-from groupvit_jax import evaluators, optim, train, train_config
-from groupvit_jax.config import GroupViTConfig
+from groupvit_jax.evaluation import registry
+from groupvit_jax.train import optim
+from groupvit_jax.train import trainer
+from groupvit_jax.train import recipe
+from groupvit_jax.models.config import GroupViTConfig
 
-from config_files import CONFIGS, ROOT, load_config
+from tests.config_files import CONFIGS, ROOT, load_config
 
 
 def _variants(path):
     """A config's own VARIANTS if it declares them, else the shared recipe's."""
     names = re.findall(r"^VARIANTS = (\(.*\))$", path.read_text(), re.M)
-    return ast.literal_eval(names[0]) if names else train_config.VARIANTS
+    return ast.literal_eval(names[0]) if names else recipe.VARIANTS
 
 
 @pytest.mark.parametrize("path, arg", [(p, a) for p in CONFIGS for a in _variants(p)],
@@ -33,7 +35,7 @@ def test_every_config_and_variant_resolves(path, arg):
     config = load_config(path, arg)
     model = GroupViTConfig.from_dict(config.model.to_dict())
     assert model.multi_label_scale == (config.data.num_prompts > 0)
-    assert train_config.total_steps(config) > train_config.warmup_steps(config) >= 0
+    assert recipe.total_steps(config) > recipe.warmup_steps(config) >= 0
     assert path.read_text().count("python -m groupvit_jax.train") >= 1  # docstring says how
 
 
@@ -51,8 +53,8 @@ def _timm_cosine(t, base, warm, low, warmup, total):
 
 def test_schedule_reproduces_the_released_lr_for_gcc_yfcc():
     config = load_config(ROOT / "configs/gcc_yfcc_2stage.py")
-    total, warmup = train_config.total_steps(config), train_config.warmup_steps(config)
-    assert (train_config.steps_per_epoch(config), warmup, total) == (6997, 13994, 209910)
+    total, warmup = recipe.total_steps(config), recipe.warmup_steps(config)
+    assert (recipe.steps_per_epoch(config), warmup, total) == (6997, 13994, 209910)
     _, schedule = optim.make_optimizer(config.optim, 4096, total, warmup)
     # The released loop updates the lr AFTER each step: step t trains with f(t - 1).
     for step in (0, 1, 6998, 13994, 13995, 104956, total - 1):
@@ -79,13 +81,13 @@ def test_decay_mask_follows_the_released_rule():
 def test_unknown_evaluator_kind_is_an_error():
     config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
     config.evals.retrieval.kind = "retreival"
-    with pytest.raises(ValueError, match="evals.retrieval.kind='retreival' is not a registered"):
-        evaluators.create(config.evals, config)
+    with pytest.raises(ValueError, match="evals.retrieval.kind='retreival' is not a known evaluator"):
+        registry.create(config.evals, config)
 
 
 def test_non_finite_loss_names_the_step_and_term():
-    with pytest.raises(train.NonFiniteLossError, match="step 7: loss=nan, loss_multi_label=nan"):
-        train._check_finite({"loss": float("nan"), "loss_image_text": 1.0,
+    with pytest.raises(trainer.NonFiniteLossError, match="step 7: loss=nan, loss_multi_label=nan"):
+        trainer._check_finite({"loss": float("nan"), "loss_image_text": 1.0,
                              "loss_multi_label": float("nan")}, 7)
 
 
@@ -93,7 +95,7 @@ def test_non_finite_loss_names_the_step_and_term():
 def test_runlocal_trains_to_a_decreasing_loss(tmp_path):
     config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
     config.log_every_steps = 1
-    history = train.train_and_evaluate(config, tmp_path)
+    history = trainer.train_and_evaluate(config, tmp_path)
     losses = [h["loss"] for h in history if "loss" in h]
     assert len(losses) == 30 and np.all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
@@ -106,16 +108,17 @@ def test_runlocal_trains_to_a_decreasing_loss(tmp_path):
     assert (tmp_path / "config.json").exists()
     assert 30 in ocp.CheckpointManager(tmp_path / "checkpoints").all_steps()
     # Rerunning a finished workdir resumes at the end and trains nothing more.
-    assert train.train_and_evaluate(config, tmp_path) == []
+    assert trainer.train_and_evaluate(config, tmp_path) == []
 
     # The eval-only export loads through the public API and gives the trained model.
-    export_cli = importlib.import_module("groupvit_jax.export")
-    assert export_cli.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "export")]) == 0
+    from groupvit_jax.train import export as export_cli
+    args = ["export", "--workdir", str(tmp_path), "--out", str(tmp_path / "export")]
+    assert export_cli.main(args) == 0
     trained = export_cli.read_training_checkpoint(tmp_path)
     exported = gv.load_pretrained(tmp_path / "export")
     tokens = exported.tokenize(["a photo of a cat."])
     np.testing.assert_array_equal(exported.encode_text(tokens), trained.encode_text(tokens))
-    assert export_cli.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "export")]) == 2
+    assert export_cli.main(args) == 3  # the export exists: never overwritten unasked
     # Importing the CLI module must not break the gv.export function.
     gv.export(exported, tmp_path / "export2")
 

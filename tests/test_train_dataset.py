@@ -1,54 +1,21 @@
 """The training input pipeline: sharding, determinism, resume, skipping, mixtures."""
 import importlib.util
-import io
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from PIL import Image
 from tensorflow.core.example import example_pb2
 
-from groupvit_jax.templates import CLIP_80
-from groupvit_jax.tokenizer import get_tokenizer
-from input_pipeline import mixture, records
+from input_pipeline.templates import CLIP_80
+from input_pipeline.clip_tokenizer import get_tokenizer
+from input_pipeline import mixture
 from input_pipeline.resumable import ResumableBatches
 from input_pipeline.train_dataset import create_train_dataset, serialized_stream
+from tests.train_records import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _jpeg(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (40, 48, 3), np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, "JPEG")
-    return out.getvalue()
-
-
-def write_dataset(folder, name, shard_sizes, tagger="pattern", bad=()):
-    """Shards of examples "name/s/i" with caption "a dog number s i" and nouns ["dog",
-    "n<s>x<i>"]. `bad`: (shard, i) pairs written as a non-Example record (i even) or
-    as an Example whose image is not an image (i odd)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True)
-    shards = []
-    for s, size in enumerate(shard_sizes):
-        file = records.shard_name("train", s, len(shard_sizes))
-        with tf.io.TFRecordWriter(str(folder / file)) as writer:
-            for i in range(size):
-                if (s, i) in bad and i % 2 == 0:
-                    writer.write(b"not a tf.train.Example")
-                    continue
-                image = b"not an image" if (s, i) in bad else _jpeg(1000 * s + i)
-                nouns = ["dog", f"n{s}x{i}"] if tagger else []
-                writer.write(records.encode_example(f"{name}/{s}/{i}", image,
-                                                    f"a dog number {s} {i}", nouns))
-        shards.append({"file": file, "num_examples": size})
-    records.write_manifest(folder, {"format": records.FORMAT, "name": name, "shards": shards,
-                                    "num_examples": sum(shard_sizes), "nouns": {"tagger": tagger}})
-    return folder
 
 
 def make_config(tmp_path, datasets, global_batch=4, shuffle_buffer=1, randaugment=None):
@@ -204,7 +171,7 @@ def test_records_without_nouns_get_them_online(tmp_path):
 
 
 @pytest.mark.slow
-def test_trainer_resumes_the_record_stream_where_it_stopped(tmp_path):
+def test_trainer_resumes_the_record_stream_where_it_stopped(tmp_path, monkeypatch):
     """SIGTERM after step 3 of 6, then a rerun: the same parameters, bit for bit, as an
     uninterrupted run, which needs the same batches after the resume."""
     import os
@@ -214,14 +181,15 @@ def test_trainer_resumes_the_record_stream_where_it_stopped(tmp_path):
     import orbax.checkpoint as ocp
     from ml_collections import ConfigDict
 
-    from groupvit_jax import evaluators, train
+    from groupvit_jax.evaluation import registry
+    from groupvit_jax.train import trainer
 
-    @evaluators.register("sigterm_at_step_3")
     def _stop(cfg, train_config):
         def run(model):
             os.kill(os.getpid(), signal.SIGTERM)
             return {}
         return run
+    monkeypatch.setitem(registry.EVALUATORS, "sigterm_at_step_3", _stop)
 
     write_dataset(tmp_path / "d", "d", (7, 9, 11))
     config = make_config(tmp_path, {"d": 1.0}, shuffle_buffer=5)
@@ -229,15 +197,15 @@ def test_trainer_resumes_the_record_stream_where_it_stopped(tmp_path):
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 2
     config.evals = ConfigDict({})
-    straight = train.train_and_evaluate(config, tmp_path / "straight")
+    straight = trainer.train_and_evaluate(config, tmp_path / "straight")
     assert straight[-1]["data/skipped_examples"] == 0
 
     config.evals = ConfigDict({"stop": {"kind": "sigterm_at_step_3", "every_steps": 3}})
-    train.train_and_evaluate(config, tmp_path / "resumed")
+    trainer.train_and_evaluate(config, tmp_path / "resumed")
     assert ocp.CheckpointManager(tmp_path / "resumed" / "checkpoints").latest_step() == 3
     assert (tmp_path / "resumed" / "data_state" / "3" / "process_0.json").is_file()
     config.evals = ConfigDict({})
-    train.train_and_evaluate(config, tmp_path / "resumed")
+    trainer.train_and_evaluate(config, tmp_path / "resumed")
 
     def final(workdir):
         mgr = ocp.CheckpointManager(workdir / "checkpoints")

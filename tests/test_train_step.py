@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-HERE = os.path.dirname(__file__)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def report():
-    out = subprocess.run([sys.executable, os.path.join(HERE, "sharded_step_check.py")],
+    out = subprocess.run([sys.executable, "-m", "tests.sharded_step_check"], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(l for l in out.stdout.splitlines() if l.startswith("REPORT"))

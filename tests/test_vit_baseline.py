@@ -1,23 +1,23 @@
 """The paper's ViT baselines: a plain ViT (no grouping) trains, evaluates pixel-wise and
 with k-means segments through the "seg" evaluator, exports, reloads and runs the demo."""
-import importlib
 
 import ml_collections
 import numpy as np
 import pytest
 
 import groupvit_jax as gv
-from groupvit_jax import demo, torch_layout, train
+from groupvit_jax.evaluation import demo
+from groupvit_jax.checkpoints import torch_layout
+from groupvit_jax.train import trainer
 from groupvit_jax.evaluation.predict import SegmentationPredictor
 from groupvit_jax.evaluation.resize import Scale
-from config_files import ROOT, load_config
-from tests.test_eval_binary import folder_dataset  # noqa: F401  (a fixture)
+from tests.config_files import ROOT, load_config
 
 SMALL = {"short_side": 64, "long_side_max": 2048, "window": 64, "stride": 32}
 
 
 @pytest.fixture(scope="module")
-def workdir(folder_dataset, tmp_path_factory):  # noqa: F811
+def workdir(folder_dataset, tmp_path_factory):
     """One training step of runlocal's model without its grouping stages, then both
     segmentation evaluators."""
     config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
@@ -27,7 +27,7 @@ def workdir(folder_dataset, tmp_path_factory):  # noqa: F811
            "limit": 2, "bg_thresh": 0.5, "scale": SMALL}
     config.evals = ml_collections.ConfigDict({"seg": seg, "seg_kmeans": {**seg, "kmeans": 3}})
     path = tmp_path_factory.mktemp("vit")
-    history = train.train_and_evaluate(config, path)
+    history = trainer.train_and_evaluate(config, path)
     return path, history
 
 
@@ -43,8 +43,9 @@ def test_vit_trains_and_evaluates_pixelwise_and_with_kmeans(workdir):
 @pytest.mark.slow
 def test_vit_exports_reloads_and_draws_the_demo(workdir, tmp_path):
     path, _ = workdir
-    export_cli = importlib.import_module("groupvit_jax.export")
-    assert export_cli.main(["--workdir", str(path), "--out", str(tmp_path / "export")]) == 0
+    from groupvit_jax.train import export as export_cli
+    assert export_cli.main(["export", "--workdir", str(path),
+                            "--out", str(tmp_path / "export")]) == 0
     model = gv.load_pretrained(tmp_path / "export")
     assert model.config.vision.num_output_groups == ()
     images = np.random.default_rng(0).standard_normal((1, 64, 64, 3)).astype(np.float32)

@@ -1,5 +1,5 @@
 """A tiny GroupViT architecture that compiles in seconds, for behaviour tests."""
-from groupvit_jax.config import GroupViTConfig, TextConfig, VisionConfig
+from groupvit_jax.models.config import GroupViTConfig, TextConfig, VisionConfig
 
 
 def tiny_config(**kw) -> GroupViTConfig:

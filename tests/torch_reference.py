@@ -5,8 +5,8 @@ import numpy as np
 import torch
 import transformers
 
-from groupvit_jax import torch_layout
-from groupvit_jax.torch_io import hf_config
+from groupvit_jax.checkpoints import torch_layout
+from groupvit_jax.checkpoints.torch_io import hf_config
 
 
 def hf_model(vision=None, text=None, seed=0, assign_gain=100.0):

@@ -19,7 +19,6 @@ For scale: the released code evaluates VOC val at 9.9 images/s on one RTX 3090.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -29,6 +28,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from absl import flags
+
+from input_pipeline import cli
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "eval_speed.json"
 IMAGE_HW = (375, 500)
@@ -55,9 +58,9 @@ def write_dataset(root: Path, count: int, class_names) -> None:
 def random_model():
     import jax
     import numpy as np
-    from groupvit_jax.config import GroupViTConfig
-    from groupvit_jax.model import GroupViT
-    from groupvit_jax.pretrained import PretrainedGroupViT
+    from groupvit_jax.models.config import GroupViTConfig
+    from groupvit_jax.models.model import GroupViT
+    from groupvit_jax.checkpoints.pretrained import PretrainedGroupViT
     config = GroupViTConfig()
     size = config.vision.image_size
     variables = jax.jit(GroupViT(config).init)(
@@ -138,15 +141,18 @@ def run_child(images: int, fake_devices: int | None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_integer("images", 50, "generated images evaluated", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_string("out", str(DEFAULT_OUT), "JSON results path", flag_values=fv)
+    flags.DEFINE_bool("child", False, "internal: one measurement, printed as JSON",
+                      flag_values=fv)
+
+
+def _run(args: flags.FlagValues) -> int:
     if args.child:
         print(json.dumps(measure(args.images)))
-        return
+        return cli.OK
     rows = {"default devices": run_child(args.images, None),
             "8 fake CPU devices": run_child(args.images, 8)}
     print(f"{'run':<20} {'dev':>3} {'images/s':>9} {'total s':>8} {'tower s':>8} "
@@ -155,15 +161,17 @@ def main() -> None:
         print(f"{name:<20} {r['devices']:>3} {r['images_per_s']:>9.2f} {r['total_s']:>8.2f} "
               f"{r['tower_s']:>8.2f} {100 * r['outside_tower_share']:>12.1f}%")
     print(f"target: outside the tower < {100 * TARGET_OUTSIDE_SHARE:.0f}% of the time")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    cli.write_json({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "load_avg_at_end": os.getloadavg()},
         "image_hw": IMAGE_HW, "target_outside_tower_share": TARGET_OUTSIDE_SHARE,
-        "runs": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+        "runs": rows}, args.out)
+    return cli.OK
+
+
+main = cli.binary(define_flags, _run)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_main(main)

@@ -38,9 +38,7 @@ than XLA's thread pool when another process holds a core, which inflates our spe
 """
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -53,10 +51,12 @@ import numpy as np
 import optax
 import torch
 import transformers
+from absl import flags
 
-from groupvit_jax import torch_layout
-from groupvit_jax.model import GroupViT
-from groupvit_jax.torch_io import hf_config
+from groupvit_jax.checkpoints import torch_layout
+from groupvit_jax.models.model import GroupViT
+from groupvit_jax.checkpoints.torch_io import hf_config
+from input_pipeline import cli
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "model_speed.json"
 BATCH = 8
@@ -424,18 +424,20 @@ def check_targets(rows: list[dict]) -> dict:
     return out
 
 
-def parse_args(argv, description: str, default_out: Path, timed: str):
-    """The speed benchmarks' shared flags -> (args, repeats per figure)."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--out", type=Path, default=default_out, help="JSON results path")
-    parser.add_argument("--repeats", type=int, default=5, help=f"{timed} per figure (median)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 repeats")
-    args = parser.parse_args(argv)
-    return args, 2 if args.quick else args.repeats
+def define_speed_flags(fv: flags.FlagValues, default_out: Path, timed: str) -> None:
+    """The speed benchmarks' shared flags: --out, --repeats, --quick."""
+    flags.DEFINE_string("out", str(default_out), "JSON results path", flag_values=fv)
+    flags.DEFINE_integer("repeats", 5, f"{timed} per figure (median)", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_bool("quick", False, "smoke run: 2 repeats", flag_values=fv)
 
 
-def main(argv=None):
-    args, repeats = parse_args(argv, __doc__.split("\n")[0], DEFAULT_OUT, "timed runs")
+def define_flags(fv: flags.FlagValues) -> None:
+    define_speed_flags(fv, DEFAULT_OUT, "timed runs")
+
+
+def _run(args: flags.FlagValues) -> int:
+    out, repeats = Path(args.out), 2 if args.quick else args.repeats
 
     torch.set_num_threads(os.cpu_count())
     info = machine_info()
@@ -488,14 +490,16 @@ def main(argv=None):
         print(f"  {key}: {t['metric']} = {t['value']:.3f} (target {t['target']}): "
               f"{'met' if t['met'] else 'MISSED'}")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"machine": info, "repeats": repeats, "batch": BATCH, "dtype": "float32",
               "config": "default GroupViTConfig (HF GroupViTConfig())",
               "rows": rows, "eval_breakdown": parts, "targets": targets}
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
-    return result
+    print()
+    cli.write_json(result, out)
+    return cli.OK
+
+
+main = cli.binary(define_flags, _run)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_main(main)

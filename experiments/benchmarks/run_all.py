@@ -1,6 +1,6 @@
 """Every benchmark of the project in one run: one table printed, one JSON written.
 
-    .venv/bin/python -m experiments.benchmarks.run_all [--quick] [--only NAME ...]
+    .venv/bin/python -m experiments.benchmarks.run_all [--quick] [--only=NAME,...]
 
 Each benchmark runs as its own process (fresh XLA flags and thread pools) and writes its
 own JSON in experiments/benchmarks/results/; this script then gathers them into
@@ -10,7 +10,6 @@ in its smoke mode (seconds, figures meaningless) and writes to a temporary folde
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -19,14 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from absl import flags
+
+from input_pipeline import cli
+
 RESULTS = Path(__file__).parent / "results"
 # name -> (module, arguments of a full run, arguments of a smoke run)
 BENCHMARKS = {
     "model_speed": ("experiments.benchmarks.model_speed", [], ["--quick"]),
     "train_speed": ("experiments.benchmarks.train_speed", [], ["--quick"]),
     "eval_speed": ("experiments.benchmarks.eval_speed", ["--images", "50"], ["--images", "2"]),
-    "input_speed": ("input_pipeline.benchmark", [], ["--tiny"]),
-    "augment_speed": ("input_pipeline.augment_benchmark", [], ["--quick"]),
+    "input_speed": ("experiments.benchmarks.input_speed", [], ["--tiny"]),
+    "augment_speed": ("experiments.benchmarks.augment_speed", [], ["--quick"]),
 }
 
 
@@ -56,21 +59,27 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke runs, temporary outputs")
-    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="a subset")
-    args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_bool("quick", False, "smoke runs, temporary outputs", flag_values=fv)
+    flags.DEFINE_list("only", None, f"a comma-separated subset of {sorted(BENCHMARKS)}",
+                      flag_values=fv)
+    flags.register_validator("only", lambda names: set(names or ()) <= set(BENCHMARKS),
+                             f"benchmarks are {sorted(BENCHMARKS)}", flag_values=fv)
+
+
+def _run(args: flags.FlagValues) -> int:
     out_dir = Path(tempfile.mkdtemp()) if args.quick else RESULTS
-    results, failed = {}, []
+    results, failed, codes = {}, [], [cli.OK]
     for name in args.only or BENCHMARKS:
         module, full, quick = BENCHMARKS[name]
         out = out_dir / f"{name}.json"
         command = [sys.executable, "-m", module, *(quick if args.quick else full), "--out", str(out)]
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.time()
-        if subprocess.run(command).returncode != 0:
+        code = subprocess.run(command).returncode
+        if code != cli.OK:
             failed.append(name)
+            codes.append(code if code > 0 else cli.INTERNAL_ERROR)  # < 0: killed by a signal
             continue
         results[name] = json.loads(out.read_text())
         print(f"== {name}: {time.time() - start:.0f} s", flush=True)
@@ -80,8 +89,11 @@ def main(argv=None) -> int:
     (out_dir / "all.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(table(results))
     print(f"wrote {out_dir / 'all.json'}" + (f"; FAILED: {failed}" if failed else ""))
-    return 1 if failed else 0
+    return max(codes)  # a failed benchmark's code (the worst of several)
+
+
+main = cli.binary(define_flags, _run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_main(main)

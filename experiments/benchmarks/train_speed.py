@@ -36,7 +36,6 @@ machine. Run it on an IDLE machine: the script reports the CPU other processes t
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -47,15 +46,19 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
+from absl import flags
 
-from experiments.benchmarks.model_speed import (OutsideLoad, machine_info, paired_times,
-                                               parse_args)
-from groupvit_jax import sharding, train_config, train_step
-from groupvit_jax.config import GroupViTConfig
-from groupvit_jax.config_files import load_config
-from groupvit_jax.optim import make_optimizer
-from groupvit_jax.synthetic_data import synthetic_batch
-from groupvit_jax.torch_io import hf_config
+from experiments.benchmarks.model_speed import (OutsideLoad, define_speed_flags,
+                                               machine_info, paired_times)
+from groupvit_jax.train import sharding
+from groupvit_jax.train import recipe as recipe_lib
+from groupvit_jax.train import step as train_step
+from groupvit_jax.models.config import GroupViTConfig
+from groupvit_jax.train.config_files import load_config
+from groupvit_jax.train.optim import make_optimizer
+from input_pipeline.synthetic_data import synthetic_batch
+from groupvit_jax.checkpoints.torch_io import hf_config
+from input_pipeline import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = ROOT / "configs" / "gcc_yfcc_2stage.py"
@@ -138,8 +141,8 @@ class OurStep:
     def __init__(self, recipe, cfg: GroupViTConfig, devices, global_batch: int):
         self.mesh = sharding.make_mesh(1, devices)
         optimizer, schedule = make_optimizer(recipe.optim, global_batch,
-                                             train_config.total_steps(recipe),
-                                             train_config.warmup_steps(recipe))
+                                             recipe_lib.total_steps(recipe),
+                                             recipe_lib.warmup_steps(recipe))
         self.state, shardings = train_step.create_train_state(
             cfg, optimizer, self.mesh, recipe.seed, NUM_PROMPTS)
         self.run = train_step.make_train_step(cfg, optimizer, schedule, self.mesh, shardings,
@@ -347,8 +350,12 @@ def target(rows: list[dict]) -> dict:
             "met": bool(value >= TARGET_SPEED_UP)}
 
 
-def main(argv=None):
-    args, repeats = parse_args(argv, __doc__.split("\n")[0], DEFAULT_OUT, "timed steps")
+def define_flags(fv: flags.FlagValues) -> None:
+    define_speed_flags(fv, DEFAULT_OUT, "timed steps")
+
+
+def _run(args: flags.FlagValues) -> int:
+    out, repeats = Path(args.out), 2 if args.quick else args.repeats
 
     torch.set_num_threads(os.cpu_count())
     info = machine_info()
@@ -396,15 +403,17 @@ def main(argv=None):
     print(f"\ntarget: {t['metric']} = {t['value']:.2f}x ({t['target']}): "
           f"{'met' if t['met'] else 'MISSED'}")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"machine": info, "repeats": repeats, "batch": BATCH, "num_prompts": NUM_PROMPTS,
               "dtype": "float32", "cpu_matmul_ceiling_gflop_per_s": ceiling / 1e9,
               "torch_optimizer": {**TORCH_OPT, "clip_grad_norm": CLIP_NORM},
               "rows": rows, "gpu_row": gpu_note or "measured", "target": t}
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out}")
-    return result
+    print()
+    cli.write_json(result, out, default=str)
+    return cli.OK
+
+
+main = cli.binary(define_flags, _run)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_main(main)

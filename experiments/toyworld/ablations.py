@@ -1,9 +1,9 @@
 """Toy-world baselines and ablations over seeds: the paper's Table 4 and ablations, small.
 
     .venv/bin/python -m experiments.toyworld.ablations                  # everything, ~1 hour
-    .venv/bin/python -m experiments.toyworld.ablations --only groupvit soft --seeds 0 --steps 50
+    .venv/bin/python -m experiments.toyworld.ablations --only=groupvit,soft --seeds=0 --steps=50
 
-Every run is the main job's chain on the main job's world (configs/toyworld.py): the
+Every run is the main job's chain on the main job's world (experiments/toyworld/config.py): the
 train binary's `train_and_evaluate` on the converted records, then the evaluation
 binary's code on the held-out scenes. All variants train the same number of steps with
 the same recipe; a seed changes the initialisation and the data order, not the world.
@@ -19,13 +19,15 @@ experiments/toyworld/results/ablations.json and prints mean, std and min/max ove
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 from ml_collections import ConfigDict
+
+from input_pipeline import cli
 
 RESULTS = Path(__file__).parent / "results"
 KMEANS_SEGMENTS = 8
@@ -61,11 +63,11 @@ VARIANTS = {
 def run_variant(config_file: str, name: str, seed: int, steps: int, workdir: Path) -> list[dict]:
     """Trains one variant with one seed (or finds it trained) and scores it; one row per
     evaluation of it."""
-    from groupvit_jax import train
-    from groupvit_jax.config_files import load_config
+    from groupvit_jax.train import trainer
+    from groupvit_jax.train.config_files import load_config
     from groupvit_jax.evaluation import datasets
-    from groupvit_jax.export import read_training_checkpoint
-    from groupvit_jax.toyworld import main
+    from groupvit_jax.train.export import read_training_checkpoint
+    from experiments.toyworld import main
 
     scores_file = workdir / "scores.json"
     if scores_file.is_file():
@@ -78,7 +80,7 @@ def run_variant(config_file: str, name: str, seed: int, steps: int, workdir: Pat
     config.total_steps = steps
     config.evals = ConfigDict()  # scored once at the end, on every held-out scene
     data_dir = main.write_world(config)
-    train.train_and_evaluate(config, workdir / "train")   # returns at once when trained
+    trainer.train_and_evaluate(config, workdir / "train")   # returns at once when trained
     model = read_training_checkpoint(workdir / "train")
     dataset = datasets.folder(data_dir / "eval")
     rows = []
@@ -119,24 +121,35 @@ def _cell(entry: dict, column: str) -> str:
     return f"{entry[column + '_mean']:.1f} ± {entry[column + '_std']:.1f}"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/toyworld.py", help="the main job's config")
-    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--workdir", default="out/toyworld_ablations")
-    parser.add_argument("--out", default=str(RESULTS / "ablations.json"))
-    args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("config", "experiments/toyworld/config.py", "the main job's config file",
+                        flag_values=fv)
+    flags.DEFINE_list("only", list(VARIANTS), f"comma-separated variants of {list(VARIANTS)}",
+                      flag_values=fv)
+    flags.register_validator("only", lambda names: set(names) <= set(VARIANTS),
+                             f"variants are {list(VARIANTS)}", flag_values=fv)
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "comma-separated integer seeds", flag_values=fv)
+    flags.register_validator("seeds", lambda seeds: all(s.isdigit() for s in seeds),
+                             "seeds are integers >= 0", flag_values=fv)
+    flags.DEFINE_integer("steps", 300, "training steps of every run", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_string("workdir", "out/toyworld_ablations", "one workdir per variant and seed "
+                        "under it", flag_values=fv)
+    flags.DEFINE_string("out", str(RESULTS / "ablations.json"), "the results' JSON",
+                        flag_values=fv)
 
-    from groupvit_jax.config_files import load_config
+
+def _run(args: flags.FlagValues) -> int:
+    from groupvit_jax.train.config_files import load_config
     from groupvit_jax.evaluation import datasets
-    from groupvit_jax.toyworld.main import all_background
-    from groupvit_jax.train import quiet_orbax_logs
+    from experiments.toyworld.main import all_background
+    from groupvit_jax.train.trainer import quiet_orbax_logs
+    seeds = [int(s) for s in args.seeds]
+    eval_dir = Path(load_config(args.config).data.data_dir) / "eval"  # a bad --config fails first
     quiet_orbax_logs()
     rows = []
     for name in args.only:
-        for seed in args.seeds:
+        for seed in seeds:
             t = time.time()
             workdir = Path(args.workdir) / name / f"seed{seed}"
             got = run_variant(args.config, name, seed, args.steps, workdir)
@@ -144,10 +157,9 @@ def main(argv=None) -> None:
             print(f"[ablations] {name} seed {seed}: "
                   + ", ".join(f"{r['name']} mIoU {r['mIoU']:.1f} top-1 {r['top1']:.1f}%"
                               for r in got) + f" ({time.time() - t:.0f}s)", flush=True)
-    eval_dir = Path(load_config(args.config).data.data_dir) / "eval"
     baseline = all_background(datasets.folder(eval_dir))["mIoU"]
     table = summarise(rows)
-    result = {"steps": args.steps, "seeds": args.seeds, "all_background_mIoU": baseline,
+    result = {"steps": args.steps, "seeds": seeds, "all_background_mIoU": baseline,
               "table": table, "runs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -160,7 +172,11 @@ def main(argv=None) -> None:
                           _cell(e, "top1"), _cell(e, "top1_everywhere_mIoU"),
                           _cell(e, "oracle_mIoU"), _cell(e, "groups_used")]))
     print(f"wrote {args.out}")
+    return cli.OK
+
+
+main = cli.binary(define_flags, _run)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_main(main)

@@ -2,9 +2,6 @@
 
     import groupvit_jax as gv
     labels = gv.evaluation.predict_segmentation(model, image_uint8, ["cat", "dog"])
-
-Importing this package registers the trainer's periodic evaluators ("seg",
-"classification").
 """
 from groupvit_jax.evaluation import classification, segmentation
 from groupvit_jax.evaluation.metrics import SegmentationMetric

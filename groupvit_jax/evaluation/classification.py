@@ -29,10 +29,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from groupvit_jax.evaluation.datasets import IMAGE_SUFFIXES
-from groupvit_jax.evaluators import register
-from groupvit_jax.losses import l2_normalize
-from groupvit_jax.templates import IMAGENET_7
+from groupvit_jax.evaluation.datasets import IMAGE_SUFFIXES, read_class_names
+from groupvit_jax.models.model import l2_normalize
+from input_pipeline.templates import IMAGENET_7
 
 # torchvision's ToTensor + Normalize arithmetic, as the released ImageNet evaluation did
 # (the segmentation protocol normalises as mmcv does, in evaluation/resize.py).
@@ -46,17 +45,6 @@ class ClassificationSet:
     paths: tuple[Path, ...]
     labels: np.ndarray  # int64 [N], indices into class_names
     class_names: tuple[str, ...]
-
-
-def read_class_names(path: str | Path) -> tuple[str, ...]:
-    """One name per line. Repeats are allowed: ImageNet's own words repeat ("crane")."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: class names file not found.")
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-    if not names:
-        raise ValueError(f"{path}: no class names (expected one per line, in label order).")
-    return names
 
 
 def _is_image(path: Path) -> bool:
@@ -108,7 +96,7 @@ def _class_folders(root: Path, names_file: Path | None) -> ClassificationSet:
     if names_file is None:
         names = tuple(f.name.replace("_", " ") for f in folders)
     else:
-        names = read_class_names(names_file)
+        names = read_class_names(names_file, unique=False)
         if len(names) != len(folders):
             raise ValueError(f"{names_file} has {len(names)} class names, {root} has "
                              f"{len(folders)} class subfolders.")
@@ -132,7 +120,7 @@ def read_image_folder(data_dir: str | Path, class_names: str | Path | None = Non
         return _class_folders(root, None if class_names is None else Path(class_names))
     if class_names is None:
         raise ValueError(f"a labels file ({labels}) needs a class names file too.")
-    return _flat_folder(root, Path(labels), read_class_names(class_names))
+    return _flat_folder(root, Path(labels), read_class_names(class_names, unique=False))
 
 
 def preprocess(path: Path, crop: int) -> np.ndarray:
@@ -225,9 +213,8 @@ def evaluate(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGE
             "num_classes": len(dataset.class_names)}
 
 
-@register("classification")
-def classification_evaluator(cfg, train_config):
-    """Zero-shot top-1/top-5 on an ImageNet-layout folder. cfg: data_dir, and optionally
+def evaluator(cfg, train_config):
+    """Periodic evaluator "classification": zero-shot top-1/top-5 on an ImageNet-layout folder. cfg: data_dir, and optionally
     class_names (file), labels (file, flat layout), limit, batch_size."""
     del train_config  # the folder and the model's own image size say everything needed
     dataset = read_image_folder(cfg.data_dir, cfg.get("class_names"), cfg.get("labels"))

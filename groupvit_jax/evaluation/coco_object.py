@@ -1,6 +1,6 @@
 """COCO-Object labels from COCO-Stuff-164k, as the released converter made them.
 
-    python -m groupvit_jax.evaluation.coco_object COCO_DIR [--splits val2017] [--overwrite]
+    python -m groupvit_jax.evaluation.coco_object --coco_dir=COCO_DIR [--splits=val2017] [--overwrite]
 
 COCO_DIR holds images/<split>/ and the COCO-Stuff label PNGs annotations/<split>/<id>.png
 (0-based COCO ids: things 0..89 with COCO's gaps, stuff 91..181, 255 unlabelled). Each
@@ -9,13 +9,14 @@ order, every stuff id and 255 -> 0 (background; COCO-Object has no ignored pixel
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 from PIL import Image
+
+from input_pipeline import cli
 
 # 0-based COCO-Stuff ids of the 80 COCO things (category ids 1..90 with COCO's gaps).
 THING_IDS = (
@@ -74,22 +75,23 @@ def convert_split(coco_dir: Path, split: str, overwrite: bool = False, workers: 
         return list(pool.map(lambda p: convert_file(p, overwrite), sources))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("coco_dir", type=Path)
-    parser.add_argument("--splits", nargs="+", default=["val2017"])
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        for split in args.splits:
-            written = convert_split(args.coco_dir, split, args.overwrite)
-            print(f"{split}: wrote {len(written)} label maps to "
-                  f"{args.coco_dir / 'annotations' / split}")
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("coco_dir", None, "COCO-Stuff-164k: images/<split>/, annotations/<split>/",
+                        flag_values=fv, required=True)
+    flags.DEFINE_list("splits", ["val2017"], "comma-separated splits to convert", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "replace label maps already converted", flag_values=fv)
+
+
+def _run(args: flags.FlagValues) -> int:
+    coco_dir = Path(args.coco_dir)
+    for split in args.splits:
+        written = convert_split(coco_dir, split, args.overwrite)
+        print(f"{split}: wrote {len(written)} label maps to {coco_dir / 'annotations' / split}")
+    return cli.OK
+
+
+main = cli.binary(define_flags, _run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_main(main)

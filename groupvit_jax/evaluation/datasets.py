@@ -164,11 +164,17 @@ def coco_object(data_dir: str | Path) -> SegmentationDataset:
     return SegmentationDataset("coco_object", COCO_OBJECT_CLASSES, True, pairs)
 
 
-def read_class_names(path: Path) -> tuple[str, ...]:
+def read_class_names(path: str | Path, unique: bool = True) -> tuple[str, ...]:
+    """One name per line, in label order. Segmentation classes must be unique (a
+    prediction names one class); classification allows repeats (`unique=False`):
+    ImageNet's own words repeat ("crane")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: class names file not found.")
     names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
     if not names or names == (BACKGROUND,):
-        raise ValueError(f"{path}: no class names.")
-    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: no class names (expected one per line, in label order).")
+    if unique and len(set(names)) != len(names):
         raise ValueError(f"{path}: repeated class names.")
     return names
 

@@ -38,10 +38,6 @@ class SegmentationMetric:
                                  f"outside the {n} classes (and not {IGNORE_LABEL}).")
         self.confusion += np.bincount(label * n + prediction, minlength=n * n).reshape(n, n)
 
-    def merge(self, confusion: np.ndarray) -> None:
-        """Adds another worker's confusion matrix (e.g. gathered from other hosts)."""
-        self.confusion += confusion
-
     def results(self) -> dict:
         """mIoU, aAcc (percent) and per-class IoU/accuracy (nan where undefined)."""
         intersection = np.diag(self.confusion).astype(np.float64)

@@ -9,13 +9,13 @@ which averages them and resizes back (assemble.py).
 from __future__ import annotations
 
 import functools
-import weakref
 from collections import defaultdict
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -25,28 +25,13 @@ from groupvit_jax.evaluation.kmeans import kmeans_segments
 from groupvit_jax.evaluation.resize import RELEASED, Scale, normalize_pixels, resize_for_protocol
 from groupvit_jax.evaluation.scoring import score_windows
 from groupvit_jax.evaluation.slide import window_boxes
-from groupvit_jax.templates import TEMPLATE_SETS
+from input_pipeline.templates import TEMPLATE_SETS
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 WINDOWS_PER_DEVICE = 8  # the largest tower batch per device
 
-# Per model: caches valid while its variables are the same object (the trainer swaps
-# in new ones before each evaluation).
-_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# Predictors follow their model's variables themselves, so they outlive those caches.
-_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _model_cache(model) -> dict:
-    variables, cache = _CACHES.get(model, (None, None))
-    if variables is not model.variables:
-        cache = {}
-        _CACHES[model] = (model.variables, cache)
-    return cache
-
-
 def resolve_templates(template: str | Sequence[str]) -> tuple[str, ...]:
-    """A template ("a photo of a {}."), a set name of groupvit_jax.templates, or a list."""
+    """A template ("a photo of a {}."), a set name of input_pipeline.templates, or a list."""
     if isinstance(template, str):
         if "{}" in template:
             return (template,)
@@ -61,13 +46,14 @@ def resolve_templates(template: str | Sequence[str]) -> tuple[str, ...]:
     return templates
 
 
-def class_embeddings(model, class_names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
-    """float32 [C, D] L2-normalised class embeddings (averaged over templates first)."""
-    key = ("class_embeds", tuple(class_names), tuple(templates))
-    cache = _model_cache(model)
-    if key not in cache:
-        cache[key] = text_classifier(model, *key[1:])
-    return cache[key]
+def add_template_flag(flag_values) -> None:
+    """The binaries' --template (absl): a template with {} or a template set's name."""
+    def valid(template: str) -> bool:
+        return "{}" in template or template in TEMPLATE_SETS
+    flags.DEFINE_string("template", DEFAULT_TEMPLATE, "a prompt with {} for the class name, or a "
+                        "template set of input_pipeline/templates.py", flag_values=flag_values)
+    flags.register_validator("template", valid, f"needs a '{{}}' or a template set's name "
+                             f"({', '.join(sorted(TEMPLATE_SETS))})", flag_values=flag_values)
 
 
 def _host_local(tree):
@@ -79,10 +65,23 @@ def _host_local(tree):
     return jax.tree.map(local, tree)
 
 
-def logit_scale(model) -> np.float32:
-    """min(exp(s), 100) in float32, as the original computed it."""
-    s = np.float32(np.asarray(model.variables["params"]["logit_scale"]))
-    return np.minimum(np.exp(s), np.float32(100))
+@functools.partial(jax.jit, static_argnames=("module", "window_hw", "kmeans",
+                                             "with_background"))
+def _window_pass(windows, window_hw, variables, class_embeds, logit_scale, bg_thresh, *,
+                 module, kmeans: int, with_background: bool):
+    """uint8 windows -> (pixel groups, group tables); compiled once per architecture,
+    window size and options, whichever variables are passed."""
+    patch = module.config.vision.patch_size
+    grid = (window_hw[0] // patch, window_hw[1] // patch)
+    # The patch conv ignores a remainder narrower than a patch, as PyTorch's did.
+    pixels = normalize_pixels(windows[:, :grid[0] * patch, :grid[1] * patch])
+    outputs = module.apply(variables, pixels, method="encode_image")
+    if kmeans:
+        embed = functools.partial(module.apply, variables, method="embed_segments")
+        outputs = kmeans_segments(outputs, kmeans, embed)
+    groups, tables = score_windows(outputs, class_embeds, logit_scale, grid, window_hw,
+                                   bg_thresh, with_background)
+    return groups.astype(jnp.uint8 if tables.shape[1] <= 256 else jnp.int32), tables
 
 
 class SegmentationPredictor:
@@ -91,6 +90,10 @@ class SegmentationPredictor:
     Labels: with background, 0 = background and c + 1 = class_names[c]; without, c.
     kmeans > 0 replaces the model's segments by that many k-means clusters of its final
     segment tokens in every window (the paper's "ViT + k-means" baseline); 0 keeps them.
+
+    A predictor holds the model's variables (placed on its mesh) and the class
+    embeddings they give; a model with other variables needs a new predictor, which
+    reuses the compiled window pass.
     """
 
     def __init__(self, model, class_names: Sequence[str], *, with_background: bool = True,
@@ -113,32 +116,14 @@ class SegmentationPredictor:
         self.mesh = Mesh(np.array(list(devices or jax.local_devices())), ("windows",))
         self.window_batch = windows_per_device * self.mesh.size
         self._windows = NamedSharding(self.mesh, P("windows"))
-        self._patch = model.config.vision.patch_size
-        self._window_pass = jax.jit(self._window_pass_impl, static_argnums=(1,))
-        self._synced_to = None
-
-    def _sync(self):
-        """(Re)place the model's current variables and class embeddings on the mesh."""
-        if self._synced_to is self.model.variables:
-            return
         replicated = NamedSharding(self.mesh, P())
-        self._variables = jax.device_put(_host_local(self.model.variables), replicated)
+        self._variables = jax.device_put(_host_local(model.variables), replicated)
         self._class_embeds = jax.device_put(
-            class_embeddings(self.model, self.class_names, self.templates), replicated)
-        self._logit_scale = logit_scale(self.model)
-        self._synced_to = self.model.variables
-
-    def _window_pass_impl(self, windows, window_hw, variables, class_embeds, scale, bg_thresh):
-        grid = (window_hw[0] // self._patch, window_hw[1] // self._patch)
-        # The patch conv ignores a remainder narrower than a patch, as PyTorch's did.
-        pixels = normalize_pixels(windows[:, :grid[0] * self._patch, :grid[1] * self._patch])
-        outputs = self.model.module.apply(variables, pixels, method="encode_image")
-        if self.kmeans:
-            embed = functools.partial(self.model.module.apply, variables, method="embed_segments")
-            outputs = kmeans_segments(outputs, self.kmeans, embed)
-        groups, tables = score_windows(outputs, class_embeds, scale, grid, window_hw,
-                                       bg_thresh, self.with_background)
-        return groups.astype(jnp.uint8 if tables.shape[1] <= 256 else jnp.int32), tables
+            text_classifier(model, self.class_names, self.templates), replicated)
+        self._logit_scale = model.logit_scale
+        self._window_pass = functools.partial(_window_pass, module=model.module,
+                                              kmeans=self.kmeans,
+                                              with_background=with_background)
 
     def batch_size(self, num_windows: int) -> int:
         """Windows per tower call for `num_windows`: a power of two per device, at most
@@ -149,7 +134,6 @@ class SegmentationPredictor:
     def run_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, h, w, 3] windows of one size -> (groups [N, h, w], tables [N, S, K]),
         in batches padded to `batch_size`."""
-        self._sync()
         pending = []
         size = self.batch_size(len(windows))
         for start in range(0, len(windows), size):  # all dispatched first, then read back
@@ -192,13 +176,9 @@ def predict_segmentation(model, image: np.ndarray, class_names: Sequence[str],
                          template: str | Sequence[str] = DEFAULT_TEMPLATE,
                          scale: Scale = RELEASED) -> np.ndarray:
     """RGB uint8 [H, W, 3] -> int32 [H, W] labels: 0 = background, c + 1 = class_names[c]
-    (without background: c = class_names[c]). The predictor (compiled window pass, class
-    embeddings) is cached per model and arguments."""
-    key = ("predictor", tuple(class_names), float(bg_thresh), with_background,
-           resolve_templates(template), scale)
-    cache = _PREDICTORS.setdefault(model, {})
-    if key not in cache:
-        cache[key] = SegmentationPredictor(model, class_names, bg_thresh=bg_thresh,
-                                           with_background=with_background, template=template,
-                                           scale=scale)
-    return cache[key].predict([np.asarray(image)])[0]
+    (without background: c = class_names[c]). For many images build one
+    SegmentationPredictor: this embeds the class names again on every call."""
+    predictor = SegmentationPredictor(model, class_names, bg_thresh=bg_thresh,
+                                      with_background=with_background, template=template,
+                                      scale=scale)
+    return predictor.predict([np.asarray(image)])[0]

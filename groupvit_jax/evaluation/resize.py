@@ -9,12 +9,13 @@ values may differ from it in the last bit: argmaxes agree except at float32 ties
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from input_pipeline import cli
 from input_pipeline.eval_readers import resize_short_side
 
 
@@ -51,15 +52,21 @@ def resize_for_protocol(image: np.ndarray, scale: Scale = RELEASED) -> np.ndarra
     return resize_short_side(image, scale.short_side, scale.long_side_max)
 
 
-def add_scale_flags(parser: argparse.ArgumentParser) -> None:
+def add_scale_flags(flag_values: flags.FlagValues) -> None:
+    """--short_side --long_side_max --window --stride, defaults the released protocol's."""
     for field in dataclasses.fields(Scale):
-        parser.add_argument(f"--{field.name}", type=int, default=field.default,
-                            help=f"default {field.default}, the released protocol's; change "
-                                 "only for a model trained at another resolution")
+        flags.DEFINE_integer(field.name, field.default, "the released protocol's default; change "
+                             "only for a model trained at another resolution", lower_bound=1,
+                             flag_values=flag_values)
 
 
-def scale_from_flags(args: argparse.Namespace) -> Scale:
-    return Scale(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Scale)})
+def scale_from_flags(args: flags.FlagValues) -> Scale:
+    """The Scale of add_scale_flags' flags; inconsistent ones are a cli.UsageError."""
+    try:
+        return Scale(**{field.name: getattr(args, field.name)
+                        for field in dataclasses.fields(Scale)})
+    except ValueError as e:
+        raise cli.UsageError(f"--stride, --window: {e}") from e
 
 
 def normalize_pixels(images):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from groupvit_jax.evaluation.resize import upsample_bilinear
-from groupvit_jax.losses import l2_normalize
+from groupvit_jax.models.model import l2_normalize
 
 TOP_CLASSES = 5  # the image-level restriction of the released protocol
 

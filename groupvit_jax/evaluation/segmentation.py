@@ -20,8 +20,7 @@ from groupvit_jax.evaluation import datasets
 from groupvit_jax.evaluation.metrics import SegmentationMetric
 from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE, SegmentationPredictor
 from groupvit_jax.evaluation.resize import RELEASED, Scale
-from groupvit_jax.evaluators import register
-from groupvit_jax.visualize import render_segmentation, save_png
+from groupvit_jax.evaluation.pictures import render_segmentation, save_png
 from input_pipeline.eval_readers import batches, host_share
 
 PROGRESS_EVERY_S = 10.0
@@ -97,22 +96,21 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
             "seconds": seconds, "images_per_sec": total / seconds if seconds else 0.0}
 
 
-@register("seg")
-def segmentation_evaluator(cfg, train_config):
-    """cfg: dataset (voc|context|coco_object|folder), data_dir, and optionally limit,
-    bg_thresh (default: the dataset's), template (a template or a set name), scale
-    (a dict of evaluation.resize.Scale's fields; default the released protocol's) and
-    kmeans (k-means segments per window instead of the model's; default 0: the model's)."""
+def evaluator(cfg, train_config):
+    """Periodic evaluator "seg". cfg: dataset (voc|context|coco_object|folder), data_dir,
+    and optionally limit, bg_thresh (default: the dataset's), template (a template or a
+    set name), scale (a dict of evaluation.resize.Scale's fields; default the released
+    protocol's) and kmeans (k-means segments per window instead of the model's; default
+    0: the model's)."""
     del train_config
     dataset = datasets.load(cfg.dataset, cfg.data_dir)
-    predictors = {}  # per model object (the trainer passes one): compiled once per run
+    scale = Scale(**cfg.scale) if cfg.get("scale") else RELEASED
 
     def run(model):
-        if model not in predictors:
-            scale = Scale(**cfg.scale) if cfg.get("scale") else RELEASED
-            predictors[model] = make_predictor(model, dataset, cfg.get("bg_thresh"),
-                                               cfg.get("template", DEFAULT_TEMPLATE), scale,
-                                               cfg.get("kmeans", 0))
-        result = evaluate(predictors[model], dataset, limit=cfg.get("limit"), log=None)
+        # A predictor per evaluation holds these variables; the compiled pass is shared.
+        predictor = make_predictor(model, dataset, cfg.get("bg_thresh"),
+                                   cfg.get("template", DEFAULT_TEMPLATE), scale,
+                                   cfg.get("kmeans", 0))
+        result = evaluate(predictor, dataset, limit=cfg.get("limit"), log=None)
         return {"mIoU": result["mIoU"], "aAcc": result["aAcc"]}
     return run

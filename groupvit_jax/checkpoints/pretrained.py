@@ -1,0 +1,160 @@
+"""The inference API users, evaluators and the demo share, and our export format.
+
+    model = gv.load_pretrained(path)   # NVlabs .pth, Hugging Face folder, or our export
+    out = model.encode_image(images)   # float32 [B, H, W, 3], ImageNet-normalised
+    txt = model.encode_text(model.tokenize(["a photo of a cat."]))
+
+Our format is a folder: `groupvit_jax.json` (format tag + model config) and
+`variables/`, an Orbax checkpoint of {"params", "batch_stats"}: the same
+Orbax tree the trainer writes, so releases and training share one format.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from groupvit_jax.checkpoints import torch_io
+
+from groupvit_jax.checkpoints import torch_layout
+from groupvit_jax.models.config import GroupViTConfig
+from groupvit_jax.models.model import GroupViT, clamped_scale
+from input_pipeline import cli
+from input_pipeline.clip_tokenizer import get_tokenizer
+
+FORMAT = "groupvit_jax/v1"
+META_FILE = "groupvit_jax.json"
+VARIABLES_DIR = "variables"
+
+
+class PretrainedGroupViT:
+    """A GroupViT model with its weights, in evaluation mode, behind jitted calls."""
+
+    def __init__(self, config: GroupViTConfig, variables: dict):
+        self.config = config
+        self.module = GroupViT(config)
+        self.variables = {"params": variables["params"],
+                          "batch_stats": variables.get("batch_stats", {})}
+
+    def tokenize(self, texts) -> np.ndarray:
+        """Texts -> int32 [N, context_length] CLIP BPE ids (long texts are truncated)."""
+        return get_tokenizer(self.config.text.context_length)(texts)
+
+    def encode_image(self, images) -> dict:
+        """image_embeds [B, D], segment_embeds [B, S, D] (projected, not normalised),
+        soft_maps / hard_maps: one [B, S_out, N_in] per grouping stage, and more."""
+        return _encode_image(self.module, self.variables, jnp.asarray(images, jnp.float32))
+
+    def encode_text(self, tokens) -> jax.Array:
+        """int [N, L] ids -> text embeddings [N, D], projected, not normalised."""
+        tokens = np.asarray(tokens)
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}; "
+                             "use model.tokenize(texts).")
+        return _encode_text(self.module, self.variables, tokens.astype(np.int32))["text_embeds"]
+
+    @property
+    def logit_scale(self) -> np.float32:
+        """min(exp(logit_scale), 100) in float32: the factor on cosine similarities."""
+        return np.float32(clamped_scale(np.float32(self.variables["params"]["logit_scale"])))
+
+
+# Module-level, keyed by the (hashable) module: every PretrainedGroupViT of one
+# architecture shares the compiled code, whichever variables it holds.
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_image(module: GroupViT, variables, images):
+    return module.apply(variables, images, method="encode_image")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_text(module: GroupViT, variables, tokens):
+    return module.apply(variables, tokens, method="encode_text")
+
+
+def abstract_variables(config: GroupViTConfig) -> dict:
+    """Shapes and dtypes of a model's variables, without allocating them."""
+    module = GroupViT(config)
+    size = config.vision.image_size
+    images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    tokens = jax.ShapeDtypeStruct((1, config.text.context_length), jnp.int32)
+    return jax.eval_shape(lambda i, t: module.init(jax.random.key(0), i, t), images, tokens)
+
+
+def _check_shapes(variables, config, source):
+    expected = abstract_variables(config)
+    for collection in ("params", "batch_stats"):
+        want = jax.tree_util.tree_flatten_with_path(expected[collection])[0]
+        got = dict(jax.tree_util.tree_flatten_with_path(variables[collection])[0])
+        for path, spec in want:
+            if path not in got:
+                raise ValueError(f"{source}: missing {collection}{jax.tree_util.keystr(path)}.")
+            if tuple(np.shape(got[path])) != spec.shape:
+                raise ValueError(f"{source}: {collection}{jax.tree_util.keystr(path)} has shape "
+                                 f"{np.shape(got[path])}, the model expects {spec.shape}.")
+
+
+def detect_format(path: Path) -> str:
+    """'ours', 'hf' or 'nvlabs'; a clear error for anything else."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory.")
+    if path.is_dir():
+        if (path / META_FILE).exists():
+            return "ours"
+        if (path / "config.json").exists():
+            return torch_layout.HF
+        raise ValueError(f"{path}: a folder, but neither our export ({META_FILE}) nor a Hugging "
+                         "Face model (config.json + weights).")
+    if path.suffix in (".pth", ".pt", ".bin"):
+        return torch_layout.NVLABS
+    raise ValueError(f"{path}: unknown checkpoint type; expected an NVlabs .pth file, a Hugging "
+                     f"Face model folder or a groupvit_jax export folder.")
+
+
+def read_export(path: Path) -> tuple[GroupViTConfig, dict]:
+    meta = cli.read_json(path / META_FILE)  # invalid JSON: a ValueError naming the file
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path / META_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}.")
+    config = GroupViTConfig.from_dict(meta["model"])
+    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_variables(config))
+    with ocp.StandardCheckpointer() as ckptr:
+        variables = ckptr.restore((path / VARIABLES_DIR).absolute(), target)
+    return config, variables
+
+
+def load_pretrained(path: str | os.PathLike, **config_overrides) -> PretrainedGroupViT:
+    """Loads an NVlabs .pth, a Hugging Face GroupViT folder or our export folder.
+
+    `config_overrides` replace runtime options of the model config (e.g. dtype="bfloat16").
+    """
+    path = Path(path)
+    kind = detect_format(path)
+    if kind == "ours":
+        config, variables = read_export(path)
+    else:
+        reader = torch_io.read_hf if kind == torch_layout.HF else torch_io.read_nvlabs
+        state, config, flavor = reader(path)
+        variables = torch_layout.from_torch(state, config, flavor, source=str(path))
+    _check_shapes(variables, config, str(path))
+    return PretrainedGroupViT(config.replace(**config_overrides), variables)
+
+
+def export(model: PretrainedGroupViT, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Writes `model` in our format; refuses to replace an existing folder unless asked."""
+    out = Path(out_dir).absolute()
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True "
+                                  "(--overwrite) to replace it.")
+    out.mkdir(parents=True, exist_ok=True)
+    variables = jax.tree.map(np.asarray, model.variables)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(out / VARIABLES_DIR, variables, force=overwrite)
+    meta = {"format": FORMAT, "model": model.config.to_dict()}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out

@@ -1,0 +1,48 @@
+"""The CLIP text tower: causal transformer, feature taken at the end-of-text token."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from groupvit_jax.models.config import TextConfig
+from groupvit_jax.models.layers import LayerNorm, block_class, quick_gelu
+
+
+def check_tokens(tokens, context_length: int) -> None:
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [N, L] integer ids, got shape {tokens.shape}.")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}.")
+    if tokens.shape[1] > context_length:
+        raise ValueError(f"tokens have length {tokens.shape[1]}, longer than the model's context "
+                         f"of {context_length}.")
+
+
+class TextTower(nn.Module):
+    """tokens [N, L] int -> pooled features [N, width] and named intermediates."""
+    config: TextConfig
+    dtype: jnp.dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, tokens, train: bool = False):
+        cfg = self.config
+        check_tokens(tokens, cfg.context_length)
+        w, depth = cfg.width, cfg.depth
+        x = nn.Embed(cfg.vocab_size, w, embedding_init=nn.initializers.normal(0.02),
+                     name="token_embed")(tokens).astype(self.dtype)
+        pos = self.param("pos_embed", nn.initializers.normal(0.01), (cfg.context_length, w))
+        x = x + pos[:tokens.shape[1]].astype(self.dtype)
+        # CLIP's initialisation scales the residual projections with depth.
+        proj_std = w**-0.5 * (2 * depth)**-0.5
+        block = block_class(self.remat)
+        for i in range(depth):
+            x = block(cfg.num_heads, cfg.mlp_ratio, quick_gelu, causal=True, dtype=self.dtype,
+                      qkv_init=nn.initializers.normal(w**-0.5),
+                      proj_init=nn.initializers.normal(proj_std),
+                      fc1_init=nn.initializers.normal((2 * w)**-0.5), name=f"block_{i}")(x, train)
+        x = LayerNorm(name="norm")(x)
+        # End-of-text has the largest id (49407) and pads are 0, so argmax finds it.
+        eot = jnp.argmax(tokens, axis=-1)
+        pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
+        return pooled, {"tokens": x}

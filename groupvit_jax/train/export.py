@@ -1,0 +1,68 @@
+"""Writes the evaluation-only export of a training run's latest checkpoint.
+
+    python -m groupvit_jax.train.export --workdir=W --out=DIR [--step=N] [--overwrite]
+
+The export (Orbax params + batch_stats, model config JSON) is what
+`gv.load_pretrained` reads; optimizer state and rng are left behind.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import flags
+
+from groupvit_jax.checkpoints import pretrained
+from groupvit_jax.models.config import GroupViTConfig
+from input_pipeline import cli
+
+
+def read_training_checkpoint(workdir, step: int | None = None) -> pretrained.PretrainedGroupViT:
+    """The model of a workdir's checkpoint (latest by default), as numpy on this host."""
+    workdir = Path(workdir)
+    config_file = workdir / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{config_file}: missing; is {workdir} a training workdir?")
+    model = GroupViTConfig.from_dict(cli.read_json(config_file)["model"])
+    mgr = ocp.CheckpointManager(workdir.absolute() / "checkpoints")
+    steps = mgr.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"{workdir / 'checkpoints'}: no checkpoint to export.")
+    step = max(steps) if step is None else step
+    if step not in steps:
+        raise ValueError(f"no checkpoint at step {step} in {workdir}; there are {sorted(steps)}.")
+    path = workdir.absolute() / "checkpoints" / str(step) / "default"
+    ckptr = ocp.PyTreeCheckpointer()
+    meta = ckptr.metadata(path).item_metadata.tree
+    # Only the variables, restored as numpy whatever device topology trained them.
+    wanted = {k: meta[k] for k in ("params", "batch_stats")}
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    variables = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+        item=wanted, restore_args=as_numpy, partial_restore=True))
+    return pretrained.PretrainedGroupViT(model, variables)
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("workdir", None, "the training run's workdir", flag_values=fv,
+                        required=True)
+    flags.DEFINE_string("out", None, "the export folder to write", flag_values=fv,
+                        required=True)
+    flags.DEFINE_integer("step", None, "the checkpoint's step; default: the latest",
+                         flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "replace a non-empty --out", flag_values=fv)
+
+
+def _run(args: flags.FlagValues) -> int:
+    model = read_training_checkpoint(args.workdir, args.step)
+    out = pretrained.export(model, args.out, overwrite=args.overwrite)
+    print(f"exported {args.workdir} -> {out}")
+    return cli.OK
+
+
+main = cli.binary(define_flags, _run)
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,102 @@
+"""The training config shared by the files in configs/: the released recipe + variants.
+
+A config file calls `recipe(...)` for its dataset mixture and model, then
+`apply_variant(config, arg)` for what its `get_config(arg)` was given.
+"""
+from __future__ import annotations
+
+from ml_collections import ConfigDict
+
+from groupvit_jax.models.config import GroupViTConfig, TextConfig, VisionConfig
+from input_pipeline import augment
+
+VARIANTS = ("", "runlocal", "gpu1")
+
+
+def model_dict(config: GroupViTConfig) -> ConfigDict:
+    d = config.to_dict()
+    return ConfigDict({**d, "vision": ConfigDict(d["vision"]), "text": ConfigDict(d["text"])})
+
+
+def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
+           datasets: dict[str, float]) -> ConfigDict:
+    c = ConfigDict()
+    c.model = model_dict(model.replace(multi_label_scale=num_prompts > 0))
+    c.data = ConfigDict(dict(
+        source="records",            # converted datasets (input_pipeline); or "synthetic"
+        data_dir="",                 # folder of converted datasets named in `datasets`
+        datasets=datasets,           # name or folder/glob -> weight (input_pipeline.mixture)
+        global_batch=4096,
+        num_prompts=num_prompts,     # K nouns-as-prompts per caption (0: no multi-label loss)
+        examples_per_epoch=examples_per_epoch,
+        augment=augment.default_config(),  # the released recipe's switches
+        tokenizer="clip",            # or "sentencepiece:/path/to.model"
+        shuffle_buffer=10_000,       # examples per shuffled block, per dataset and host
+        num_threads=32,              # tf.data threads per host; the rest stay with JAX
+        prefetch=2,                  # batches prepared ahead
+    ))
+    c.optim = ConfigDict(dict(base_lr=1.6e-3, warmup_lr=4e-6, min_lr=4e-5, b1=0.9, b2=0.999,
+                              eps=1e-8, weight_decay=0.05, clip_grad_norm=5.0,
+                              exclude_extra_from_decay=False))
+    c.epochs = 30
+    c.warmup_epochs = 2.0
+    c.total_steps = -1              # -1: epochs * examples_per_epoch // global_batch
+    c.multi_label_weight = 1.0
+    # >1: the step splits the global batch into this many micro-batches and caches
+    # gradients, so the loss still spans the global batch (see train_step).
+    c.grad_accum_steps = 1
+    c.mesh = ConfigDict(dict(model=1))  # >1 shards parameters and optimizer state
+    c.seed = 0
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    # name -> {kind: a registered evaluator, every_steps, its options}; see evaluators.py.
+    # retrieval.dataset: a converted held-out folder (needed with data.source="records").
+    c.evals = ConfigDict({"retrieval": {"kind": "retrieval", "every_steps": 2000,
+                                        "num_examples": 256, "dataset": ""}})
+    return c
+
+
+def steps_per_epoch(config) -> int:
+    return max(config.data.examples_per_epoch // config.data.global_batch, 1)
+
+
+def total_steps(config) -> int:
+    return config.total_steps if config.total_steps > 0 else config.epochs * steps_per_epoch(config)
+
+
+def warmup_steps(config) -> int:
+    return round(config.warmup_epochs * steps_per_epoch(config))
+
+
+def apply_variant(config: ConfigDict, arg: str | None) -> ConfigDict:
+    """`runlocal`: a tiny model and a few steps that run on a laptop CPU.
+    `gpu1`: the full recipe on ONE GPU: global batch 4096 in 16 micro-batches of 256,
+    bfloat16 matmuls, rematerialised blocks."""
+    arg = arg or ""
+    if arg not in VARIANTS:
+        raise ValueError(f"Unknown config variant {arg!r}; known: {VARIANTS[1:]}.")
+    if arg == "runlocal":
+        tiny = GroupViTConfig(
+            vision=VisionConfig(image_size=64, patch_size=16, width=64, num_heads=2,
+                                depths=(1, 1, 1), num_group_tokens=(8, 4, 0),
+                                num_output_groups=(8, 4)),
+            text=TextConfig(width=64, num_heads=2, depth=1),
+            projection_dim=32, projection_hidden=128,
+            multi_label_scale=config.data.num_prompts > 0)
+        config.model = model_dict(tiny)
+        config.data.source = "synthetic"
+        config.data.augment.image_size = tiny.vision.image_size
+        config.data.global_batch = 8
+        config.total_steps = 30
+        config.warmup_epochs = 0
+        config.optim.base_lr = 1.0  # = 2e-3 at batch 8 after the linear scaling
+        config.log_every_steps = 5
+        config.checkpoint_every_steps = 10
+        config.evals.retrieval.every_steps = 15
+        config.evals.retrieval.num_examples = 32
+    elif arg == "gpu1":
+        config.grad_accum_steps = 16
+        config.model.dtype = "bfloat16"
+        config.model.remat = True
+    return config
