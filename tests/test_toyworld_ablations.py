@@ -38,3 +38,17 @@ def test_every_variant_changes_a_valid_model_config(name):
     assert (config.data.num_prompts > 0) == model.multi_label_scale == (name != "no_multilabel")
     assert model.vision.hard_assignment == (name != "soft")
     assert evaluations and all(k >= 0 for _, k in evaluations)
+
+
+def test_results_file_is_a_running_log_rerun_rows_replace_old_ones():
+    old = [{"name": "a", "seed": 0, "steps": 300, "mIoU": 1.0},
+           {"name": "a", "seed": 1, "steps": 300, "mIoU": 2.0},
+           {"name": "b", "seed": 0, "steps": 300, "mIoU": 3.0}]
+    new = [{"name": "a", "seed": 1, "steps": 300, "mIoU": 5.0},
+           {"name": "a", "seed": 1, "steps": 900, "mIoU": 6.0}]
+    merged = ablations.merge_runs(old, new)
+    assert [(r["name"], r["seed"], r["steps"], r["mIoU"]) for r in merged] == [
+        ("a", 0, 300, 1.0), ("b", 0, 300, 3.0), ("a", 1, 300, 5.0), ("a", 1, 900, 6.0)]
+    table = ablations.summarise(merged)
+    assert [(e["name"], e["steps"], e["seeds"]) for e in table] == [
+        ("a", 300, 2), ("b", 300, 1), ("a", 900, 1)]

@@ -50,12 +50,69 @@ def _soft(c):
     c.model.vision.hard_assignment = False
 
 
+def _groups8(c):
+    """Issue 11 lever (a): 8 final groups instead of 4 (the paper's Table 2)."""
+    c.model.vision.update(num_group_tokens=(16, 8, 0), num_output_groups=(16, 8))
+
+
+def _seglabel(c):
+    """Lever (b): the multi-label loss also from each image's best-matching segment."""
+    c.segment_label_weight = 1.0
+
+
+def _seglabel_only(c):
+    """Lever (b), replacing: the multi-label loss only from the best-matching segment."""
+    c.segment_label_weight = 1.0
+    c.multi_label_weight = 0.0
+
+
+def _balance(c):
+    """Lever (d): group usage balance of both grouping stages."""
+    c.group_balance_weight = 0.2
+
+
+def _infomax(c):
+    """Lever (d), second form: information-maximising balance (sure tokens, even usage)."""
+    c.group_balance_weight = 0.2
+    c.group_balance_kind = "infomax"
+
+
+def _prompts4(c):
+    """Lever (e): K=4 prompts, every noun of a scene (up to 3 objects and a backdrop)."""
+    c.data.num_prompts = 4
+
+
+def _mosaic(c):
+    """Lever (c): 2x2 mosaics of halved batch images, each quadrant named by its caption."""
+    c.mosaic_weight = 1.0
+
+
+def _both(*changes):
+    def change(c):
+        for f in changes:
+            f(c)
+    return change
+
+
 # name -> (config change, [(row name, k-means clusters: 0 = the model's own segments)])
 VARIANTS = {
     "groupvit": (lambda c: None, [("groupvit", 0)]),
     "soft": (_soft, [("soft", 0)]),
     "no_multilabel": (_no_multilabel, [("no_multilabel", 0)]),
     "one_stage": (_one_stage, [("one_stage", 0)]),
+    "groups8": (_groups8, [("groups8", 0)]),
+    "seglabel": (_seglabel, [("seglabel", 0)]),
+    "seglabel_only": (_seglabel_only, [("seglabel_only", 0)]),
+    "balance": (_balance, [("balance", 0)]),
+    "prompts4": (_prompts4, [("prompts4", 0)]),
+    "mosaic": (_mosaic, [("mosaic", 0)]),
+    "seg_balance": (_both(_seglabel, _balance), [("seg_balance", 0)]),
+    "seg_balance_g8": (_both(_seglabel, _balance, _groups8), [("seg_balance_g8", 0)]),
+    "seg_mosaic": (_both(_seglabel, _mosaic), [("seg_mosaic", 0)]),
+    "seg_g8": (_both(_seglabel, _groups8), [("seg_g8", 0)]),
+    "infomax": (_infomax, [("infomax", 0)]),
+    "seg_infomax": (_both(_seglabel, _infomax), [("seg_infomax", 0)]),
+    "seg_infomax_g8": (_both(_seglabel, _infomax, _groups8), [("seg_infomax_g8", 0)]),
     "vit": (_vit, [("vit_pixelwise", 0), ("vit_kmeans", KMEANS_SEGMENTS)]),
 }
 
@@ -98,12 +155,21 @@ def run_variant(config_file: str, name: str, seed: int, steps: int, workdir: Pat
 COLUMNS = ("mIoU", "top1", "top1_everywhere_mIoU", "oracle_mIoU", "groups_used")
 
 
+def merge_runs(old: list[dict], new: list[dict]) -> list[dict]:
+    """The results file is a running log: rows of earlier invocations are kept unless
+    this one re-ran the same (name, seed, steps)."""
+    key = lambda r: (r["name"], r["seed"], r["steps"])
+    fresh = {key(r) for r in new}
+    return [r for r in old if key(r) not in fresh] + new
+
+
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per variant: mean and std (over seeds) of every column, and mIoU's min and max."""
+    """Per variant and step count: mean and std (over seeds) of every column, and mIoU's
+    min and max."""
     table = []
-    for name in dict.fromkeys(r["name"] for r in rows):
-        mine = [r for r in rows if r["name"] == name]
-        entry = {"name": name, "seeds": len(mine)}
+    for name, steps in dict.fromkeys((r["name"], r.get("steps")) for r in rows):
+        mine = [r for r in rows if r["name"] == name and r.get("steps") == steps]
+        entry = {"name": name, "steps": steps, "seeds": len(mine)}
         for column in COLUMNS:
             values = [r[column] for r in mine if r.get(column) is not None]
             if values:
@@ -158,17 +224,20 @@ def _run(args: flags.FlagValues) -> int:
                   + ", ".join(f"{r['name']} mIoU {r['mIoU']:.1f} top-1 {r['top1']:.1f}%"
                               for r in got) + f" ({time.time() - t:.0f}s)", flush=True)
     baseline = all_background(datasets.folder(eval_dir))["mIoU"]
+    out = Path(args.out)
+    if out.is_file():
+        rows = merge_runs(json.loads(out.read_text()).get("runs", []), rows)
     table = summarise(rows)
-    result = {"steps": args.steps, "seeds": seeds, "all_background_mIoU": baseline,
-              "table": table, "runs": rows}
+    result = {"all_background_mIoU": baseline, "table": table, "runs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    header = ("variant", "mIoU", "min..max", "image top-1 %", "top-1 everywhere mIoU",
-              "oracle-named groups mIoU", "groups used")
+    header = ("variant", "steps", "seeds", "mIoU", "min..max", "image top-1 %",
+              "top-1 everywhere mIoU", "oracle-named groups mIoU", "groups used")
     print(" | ".join(header))
-    print(f"all_background | {baseline:.1f} | | | | |")
+    print(f"all_background | | | {baseline:.1f} | | | | |")
     for e in table:
-        print(" | ".join([e["name"], _cell(e, "mIoU"), f"{e['mIoU_min']:.1f}..{e['mIoU_max']:.1f}",
+        print(" | ".join([e["name"], str(e["steps"]), str(e["seeds"]), _cell(e, "mIoU"),
+                          f"{e['mIoU_min']:.1f}..{e['mIoU_max']:.1f}",
                           _cell(e, "top1"), _cell(e, "top1_everywhere_mIoU"),
                           _cell(e, "oracle_mIoU"), _cell(e, "groups_used")]))
     print(f"wrote {args.out}")

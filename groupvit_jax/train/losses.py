@@ -43,14 +43,92 @@ def multi_label_contrastive(image_emb, prompt_emb, scale):
     b, k, _ = prompt_emb.shape
     img = l2_normalize(image_emb)
     prompts = l2_normalize(prompt_emb).reshape(b * k, -1)
+    return _multi_label_from_similarities(_rows_sharded(img @ prompts.T), k, scale)
+
+
+def _multi_label_from_similarities(sim, k, scale):
+    """The multi-label loss from cosine similarities sim [B, B*K] of image i to prompt
+    (j, k) at column j*K + k."""
+    b = sim.shape[0]
     # [B, B, K]: image i against every image's K prompts; own prompts on the diagonal.
-    logp_img = jax.nn.log_softmax(_rows_sharded(scale * img @ prompts.T), axis=-1).reshape(b, b, k)
+    logp_img = jax.nn.log_softmax(_rows_sharded(scale * sim), axis=-1).reshape(b, b, k)
     own = jnp.take_along_axis(logp_img, jnp.arange(b)[:, None, None], axis=1)[:, 0]
     loss_img = -own.mean()
-    logp_txt = jax.nn.log_softmax(_rows_sharded(scale * prompts @ img.T), axis=-1)
+    logp_txt = jax.nn.log_softmax(_rows_sharded(scale * sim.T), axis=-1)
     owner = jnp.repeat(jnp.arange(b), k)
     loss_txt = -jnp.take_along_axis(logp_txt, owner[:, None], axis=1).mean()
     return 0.5 * (loss_img + loss_txt)
+
+
+def segment_multi_label_contrastive(segment_emb, prompt_emb, scale):
+    """The multi-label loss with image i's similarity to a prompt taken from its
+    best-matching segment, max_s cos(segment (i, s), prompt), instead of from the mean
+    image embedding: each noun is trained to name ONE segment, as segments are named at
+    test time (not part of the paper; the train/test mismatch named by TCL and PGSeg).
+
+    segment_emb [B, S, D], prompt_emb [B, K, D], both un-normalised."""
+    b, k, _ = prompt_emb.shape
+    seg = l2_normalize(segment_emb)
+    prompts = l2_normalize(prompt_emb).reshape(b * k, -1)
+    sim = jnp.einsum("bsd,pd->bsp", seg, prompts).max(axis=1)
+    return _multi_label_from_similarities(_rows_sharded(sim), k, scale)
+
+
+def group_balance(soft, hard):
+    """Usage balance of one grouping stage, per image (the mixture-of-experts load
+    balancing loss of Switch Transformers, over groups instead of experts; not part of
+    the paper): G * sum_g f_g * p_g, with f_g the fraction of tokens the forward pass
+    assigned to group g (no gradient) and p_g the mean soft assignment to g. It is 1
+    when usage is uniform and G when one group takes every token.
+
+    soft, hard [B, G, N] (the assignment is a distribution over the G groups)."""
+    g = soft.shape[1]
+    f = jax.lax.stop_gradient(hard.astype(jnp.float32)).mean(axis=-1)
+    p = soft.astype(jnp.float32).mean(axis=-1)
+    return (g * (f * p).sum(axis=-1)).mean()
+
+
+def group_infomax(soft, eps=1e-8):
+    """Usage balance that flat assignments cannot satisfy (information maximisation, as
+    in IMSAT-style clustering; not part of the paper): per image, the mean entropy of each
+    token's assignment minus the entropy of the image's mean assignment, over log G.
+    0 when every token is sure of its group and the groups are used equally; 1 when
+    every token is sure of the same group, or when every token is spread evenly over the
+    groups (what minimises the Switch form of group_balance).
+
+    soft [B, G, N]: the noise-free assignment (a distribution over the G groups)."""
+    soft = soft.astype(jnp.float32)
+    g = soft.shape[1]
+    token_entropy = -(soft * jnp.log(soft + eps)).sum(axis=1).mean(axis=-1)      # [B]
+    usage = soft.mean(axis=-1)                                                  # [B, G]
+    usage_entropy = -(usage * jnp.log(usage + eps)).sum(axis=-1)                # [B]
+    return ((token_entropy - usage_entropy) / jnp.log(g)).mean() + 1.0
+
+
+def make_mosaics(images):
+    """images [B, H, W, C] (B a multiple of 4) -> [B/4, H, W, C]: mosaic m tiles images
+    4m..4m+3, each halved by 2x2 averaging, as top-left, top-right, bottom-left,
+    bottom-right (MixReorg's mixing, cheapest form; not part of the paper)."""
+    b, h, w, c = images.shape
+    small = images.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    small = small.reshape(b // 4, 2, 2, h // 2, w // 2, c)           # [M, row, col, h, w, c]
+    return small.transpose(0, 1, 3, 2, 4, 5).reshape(b // 4, h, w, c)
+
+
+def quadrant_pooling(assign_maps, segment_emb, grid: int):
+    """Each quadrant's embedding: the segments' embeddings weighted by the fraction of
+    the quadrant's patches each segment holds.
+
+    assign_maps: the stages' assignments [M, S_i, N_{i-1}] (chained: patch -> final
+    segment), segment_emb [M, S, D], grid: patches per side. Returns [M*4, D] in the
+    order of make_mosaics (mosaic-major, then TL, TR, BL, BR)."""
+    chain = assign_maps[0]                                    # [M, S_0, N]
+    for later in assign_maps[1:]:
+        chain = jnp.einsum("bsg,bgn->bsn", later, chain)       # [M, S, N]
+    m, s, _ = chain.shape
+    half = grid // 2
+    chain = chain.reshape(m, s, 2, half, 2, half).mean(axis=(3, 5)).reshape(m, s, 4)
+    return jnp.einsum("bsq,bsd->bqd", chain, segment_emb).reshape(m * 4, -1)
 
 
 def similarity_stats(image_emb, text_emb):

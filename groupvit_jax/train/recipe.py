@@ -42,6 +42,11 @@ def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
     c.warmup_epochs = 2.0
     c.total_steps = -1              # -1: epochs * examples_per_epoch // global_batch
     c.multi_label_weight = 1.0
+    # Additions for the toy world (train_step.extra_losses), off in the paper's recipe.
+    c.segment_label_weight = 0.0
+    c.group_balance_weight = 0.0
+    c.group_balance_kind = "switch"   # or "infomax"
+    c.mosaic_weight = 0.0
     # >1: the step splits the global batch into this many micro-batches and caches
     # gradients, so the loss still spans the global batch (see train_step).
     c.grad_accum_steps = 1

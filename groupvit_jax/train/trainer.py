@@ -82,7 +82,9 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     state = checkpointing.restore_or(ckpt, state)
     start = int(state.step)
     step_fn = make_train_step(model, optimizer, schedule, mesh, shardings,
-                                         config.multi_label_weight, config.grad_accum_steps)
+                              config.multi_label_weight, config.grad_accum_steps,
+                              config.segment_label_weight, config.group_balance_weight,
+                              config.mosaic_weight, config.group_balance_kind)
 
     evals = registry.create(config.evals, config)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
