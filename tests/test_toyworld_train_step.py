@@ -3,9 +3,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
-from groupvit_jax.train import step as train_step
 from groupvit_jax.models.model import GroupViT
+from groupvit_jax.train import step as train_step
+from groupvit_jax.train.extra_losses import ExtraLosses
+from input_pipeline.clip_tokenizer import get_tokenizer
 from tests.tiny import tiny_config
 
 
@@ -23,7 +26,7 @@ def _losses(setup, **weights):
     module, variables, batch = setup
     total, (metrics, _) = train_step.compute_losses(
         module, variables["params"], variables["batch_stats"], batch, jax.random.key(3), 1.0,
-        **weights)
+        ExtraLosses(**weights))
     return float(total), {k: float(v) for k, v in metrics.items()}
 
 
@@ -41,7 +44,7 @@ def test_each_addition_adds_its_weighted_term(setup):
     assert 0.0 <= m["loss_group_balance"] <= 1.0
     assert total == pytest.approx(base + 0.5 * m["loss_group_balance"], rel=1e-5)
     with pytest.raises(ValueError, match="group_balance_kind"):
-        _losses(setup, group_balance_weight=0.5, group_balance_kind="entropy")
+        ExtraLosses(group_balance_weight=0.5, group_balance_kind="entropy")
     _, m = _losses(setup, group_balance_weight=1.0)
     assert 0.5 < m["loss_group_balance"] <= 8.0   # about 1 near uniform; G = 8 for one group
 
@@ -49,4 +52,18 @@ def test_each_addition_adds_its_weighted_term(setup):
 def test_additions_refuse_gradient_accumulation():
     with pytest.raises(NotImplementedError):
         train_step.make_train_step(tiny_config(), None, None, None, None, accum_steps=2,
-                                   mosaic_weight=1.0)
+                                   extra=ExtraLosses(mosaic_weight=1.0))
+
+
+def test_extra_losses_from_the_config_turn_nouns_into_token_ids():
+    extra = ExtraLosses.from_config(ConfigDict(dict(segment_noun_weight=1.0,
+                                                    segment_noun_words=("zebra", "sky"))),
+                                    "clip", 16)
+    ids = get_tokenizer(16)(["zebra", "sky"])[:, 1]
+    assert extra.noun_token_ids == tuple(int(i) for i in ids) and extra.active
+    assert not ExtraLosses(image_text_weight=0.1).active
+    with pytest.raises(ValueError, match="segment_noun_scope"):
+        ExtraLosses(segment_noun_scope="everything")
+    with pytest.raises(ValueError, match="needs data.tokenizer='clip'"):
+        ExtraLosses.from_config(ConfigDict(dict(segment_noun_words=("zebra",))),
+                                "sentencepiece:x.model", 16)

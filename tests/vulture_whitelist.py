@@ -14,3 +14,5 @@ toy_nltk_data
 # pytest hooks in tests/conftest.py, called by pytest.
 pytest_collection_modifyitems
 pytest_unconfigure
+# A config key read by name from the ConfigDict (ExtraLosses.from_config).
+_.segment_noun_words

@@ -51,40 +51,65 @@ def _soft(c):
 
 
 def _groups8(c):
-    """Issue 11 lever (a): 8 final groups instead of 4 (the paper's Table 2)."""
+    """Emergence lever: 8 final groups instead of 4 (the paper's Table 2)."""
     c.model.vision.update(num_group_tokens=(16, 8, 0), num_output_groups=(16, 8))
 
 
 def _seglabel(c):
-    """Lever (b): the multi-label loss also from each image's best-matching segment."""
-    c.segment_label_weight = 1.0
+    """The multi-label loss also from each image's best-matching segment."""
+    c.extra_losses.segment_label_weight = 1.0
 
 
 def _seglabel_only(c):
-    """Lever (b), replacing: the multi-label loss only from the best-matching segment."""
-    c.segment_label_weight = 1.0
+    """The multi-label loss only from the best-matching segment."""
+    c.extra_losses.segment_label_weight = 1.0
     c.multi_label_weight = 0.0
 
 
 def _balance(c):
-    """Lever (d): group usage balance of both grouping stages."""
-    c.group_balance_weight = 0.2
+    """Group usage balance of both grouping stages (Switch form)."""
+    c.extra_losses.group_balance_weight = 0.2
 
 
 def _infomax(c):
-    """Lever (d), second form: information-maximising balance (sure tokens, even usage)."""
-    c.group_balance_weight = 0.2
-    c.group_balance_kind = "infomax"
-
-
-def _prompts4(c):
-    """Lever (e): K=4 prompts, every noun of a scene (up to 3 objects and a backdrop)."""
-    c.data.num_prompts = 4
+    """Information-maximising balance (sure tokens, even usage)."""
+    c.extra_losses.group_balance_weight = 0.2
+    c.extra_losses.group_balance_kind = "infomax"
 
 
 def _mosaic(c):
-    """Lever (c): 2x2 mosaics of halved batch images, each quadrant named by its caption."""
-    c.mosaic_weight = 1.0
+    """2x2 mosaics of halved batch images, each quadrant named by its caption."""
+    c.extra_losses.mosaic_weight = 1.0
+
+
+def _segnoun(c):
+    """Segment-to-noun loss with within-image negatives (batch scope, symmetric)."""
+    c.extra_losses.segment_noun_weight = 1.0
+
+
+def _segnoun_image(c):
+    """Segment-to-noun loss, negatives only the same image's other prompts."""
+    c.extra_losses.segment_noun_weight = 1.0
+    c.extra_losses.segment_noun_scope = "image"
+
+
+def _segnoun_nounmask(c):
+    """Segment-to-noun loss (batch scope); prompts naming the same toy-world noun are not
+    each other's negatives."""
+    from experiments.toyworld.world.scenes import BACKDROPS, CLASSES
+    c.extra_losses.segment_noun_weight = 1.0
+    c.extra_losses.segment_noun_words = CLASSES + BACKDROPS
+
+
+def _soft_choice(c):
+    """Every segment named, weighted by a sharp softmax (tau 0.05) over its cosine to the
+    prompt, instead of the best segment alone."""
+    c.extra_losses.segment_noun_tau = 0.05
+
+
+def _prompts4(c):
+    """K=4 prompts: every noun of a scene (up to 3 objects and the backdrop)."""
+    c.data.num_prompts = 4
 
 
 def _both(*changes):
@@ -100,20 +125,21 @@ VARIANTS = {
     "soft": (_soft, [("soft", 0)]),
     "no_multilabel": (_no_multilabel, [("no_multilabel", 0)]),
     "one_stage": (_one_stage, [("one_stage", 0)]),
+    "vit": (_vit, [("vit_pixelwise", 0), ("vit_kmeans", KMEANS_SEGMENTS)]),
+    # The emergence research (EMERGENCE_RESEARCH.md): every variant that was run.
     "groups8": (_groups8, [("groups8", 0)]),
     "seglabel": (_seglabel, [("seglabel", 0)]),
     "seglabel_only": (_seglabel_only, [("seglabel_only", 0)]),
     "balance": (_balance, [("balance", 0)]),
-    "prompts4": (_prompts4, [("prompts4", 0)]),
     "mosaic": (_mosaic, [("mosaic", 0)]),
-    "seg_balance": (_both(_seglabel, _balance), [("seg_balance", 0)]),
-    "seg_balance_g8": (_both(_seglabel, _balance, _groups8), [("seg_balance_g8", 0)]),
-    "seg_mosaic": (_both(_seglabel, _mosaic), [("seg_mosaic", 0)]),
     "seg_g8": (_both(_seglabel, _groups8), [("seg_g8", 0)]),
-    "infomax": (_infomax, [("infomax", 0)]),
     "seg_infomax": (_both(_seglabel, _infomax), [("seg_infomax", 0)]),
-    "seg_infomax_g8": (_both(_seglabel, _infomax, _groups8), [("seg_infomax_g8", 0)]),
-    "vit": (_vit, [("vit_pixelwise", 0), ("vit_kmeans", KMEANS_SEGMENTS)]),
+    "segnoun": (_segnoun, [("segnoun", 0)]),
+    "segnoun_g8": (_both(_segnoun, _groups8), [("segnoun_g8", 0)]),
+    "segnoun_nm": (_segnoun_nounmask, [("segnoun_nm", 0)]),
+    "segnoun_img": (_segnoun_image, [("segnoun_img", 0)]),
+    "segnoun_img_p4": (_both(_segnoun_image, _prompts4), [("segnoun_img_p4", 0)]),
+    "segnoun_img_soft": (_both(_segnoun_image, _soft_choice), [("segnoun_img_soft", 0)]),
 }
 
 

@@ -14,7 +14,7 @@ Orbax checkpoints, clu logging. Variants: "" fits the main job's 15-minute budge
 Expected (default, measured on 2 cores, 586 s with data generation): image-level
 zero-shot top-1 97% on the held-out scenes; zero-shot mIoU 20.9 against 6.4 for
 all-background and 19.7 for the scene's top-1 class painted everywhere: the final
-stage still merges a scene into 1-2 groups (see the README's toy world results).
+stage still merges a scene into 1-2 groups (see experiments/toyworld/README.md).
 `:long` is not measured yet.
 """
 from ml_collections import ConfigDict

@@ -138,3 +138,67 @@ def similarity_stats(image_emb, text_emb):
     pos = jnp.trace(sim) / n
     neg = (sim.sum() - jnp.trace(sim)) / max(n * (n - 1), 1)
     return {"pos_similarity": pos, "neg_similarity": neg}
+def segment_noun_contrastive(segment_emb, prompt_emb, prompt_tokens, scale,
+                             scope: str = "batch", symmetric: bool = True,
+                             noun_token_ids=None, tau: float = 0.0):
+    """Segment-to-noun loss with WITHIN-image negatives (after TCL / PGSeg; not part of
+    the paper): for each image i and each of its K prompts k, the segment
+    s* = argmax_s cos(segment (i, s), prompt (i, k)) (a choice without gradient) must
+    name prompt (i, k) among the prompts of the scope, the same image's other prompts
+    included; so a segment carrying every object of a scene cannot name any of them
+    confidently. Prompts whose token ids equal prompt (i, k)'s (the caption filling an
+    empty slot, repeats) are taken out of its negatives.
+    scope: "batch" (every prompt of the batch) or "image" (only image i's own prompts).
+    symmetric (scope "batch" only): also prompt (i, k) against every image's best segment
+        for it, target image i (the text -> segment term); the two are averaged.
+    tau: 0 picks the best segment s* alone; > 0 weighs every segment's loss by a softmax
+        of its cosine to prompt (i, k) over the segments at temperature tau (no gradient
+        through the weights): at a collapse (one segment nearest to all prompts, whose
+        rows' gradients cancel on it) the other segments are still pulled to their nouns.
+    noun_token_ids [V] (optional): token ids of known nouns; a prompt holding one of them
+        is not a negative of a prompt holding the same one (another image's "zebra" in
+        another template), and an image with a prompt holding it is not a negative of
+        that prompt in the text -> segment term.
+
+    segment_emb [B, S, D], prompt_emb [B, K, D] (un-normalised), prompt_tokens [B, K, L]."""
+    if scope not in ("batch", "image"):
+        raise ValueError(f"Unknown segment_noun scope {scope!r}; known: 'batch', 'image'.")
+    b, k, _ = prompt_emb.shape
+    seg = l2_normalize(segment_emb)                                  # [B, S, D]
+    prompts = l2_normalize(prompt_emb)                               # [B, K, D]
+    sim_own = jax.lax.stop_gradient(jnp.einsum("bsd,bkd->bks", seg, prompts))  # [B, K, S]
+    if tau > 0:   # a sharp softmax over the segments: every segment gets its share
+        weights = jax.nn.softmax(sim_own / tau, axis=-1)
+    else:         # the best segment only
+        weights = jax.nn.one_hot(jnp.argmax(sim_own, axis=-1), seg.shape[1])
+    flat = prompts.reshape(b * k, -1)
+    seg_logits = scale * jnp.einsum("bsd,pd->bsp", seg, flat)          # [B, S, BK]
+    toks = prompt_tokens.reshape(b * k, -1)
+    same = (toks[:, None, :] == toks[None, :, :]).all(axis=-1)
+    masked = same & ~jnp.eye(b * k, dtype=bool)
+    owner = jnp.repeat(jnp.arange(b), k)
+    if noun_token_ids is not None:
+        ids = jnp.asarray(noun_token_ids)
+        hits = (toks[:, :, None] == ids[None, None, :]).any(axis=1).astype(jnp.float32)
+        masked = masked | ((hits @ hits.T > 0) & ~jnp.eye(b * k, dtype=bool))
+    if scope == "image":
+        masked = masked | (owner[:, None] != owner[None, :])
+    # row (i, k), segment s: image i's segment s against the prompts not masked for (i, k)
+    logits = jnp.where(masked.reshape(b, k, 1, b * k), -1e9, seg_logits[:, None])
+    logp = jax.nn.log_softmax(logits, axis=-1)                          # [B, K, S, BK]
+    target = jnp.arange(b * k).reshape(b, k, 1, 1)
+    nll = -jnp.take_along_axis(logp, jnp.broadcast_to(target, (b, k, seg.shape[1], 1)),
+                               axis=-1)[..., 0]                         # [B, K, S]
+    loss = (weights * nll).sum(axis=-1).mean()
+    if scope == "batch" and symmetric:
+        # prompt p against image j's best segment for it: [BK, B]
+        best_sim = jnp.einsum("bsd,pd->pbs", seg, flat).max(axis=-1)
+        best_sim = scale * best_sim
+        if noun_token_ids is not None:
+            image_has = hits.reshape(b, k, -1).max(axis=1)                 # [B, V]
+            shared = (hits @ image_has.T > 0) & (owner[:, None] != jnp.arange(b)[None, :])
+            best_sim = jnp.where(shared, -1e9, best_sim)
+        logp = jax.nn.log_softmax(best_sim, axis=-1)
+        loss_txt = -jnp.take_along_axis(logp, owner[:, None], axis=1).mean()
+        loss = 0.5 * (loss + loss_txt)
+    return loss

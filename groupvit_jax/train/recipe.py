@@ -42,11 +42,13 @@ def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
     c.warmup_epochs = 2.0
     c.total_steps = -1              # -1: epochs * examples_per_epoch // global_batch
     c.multi_label_weight = 1.0
-    # Additions for the toy world (train_step.extra_losses), off in the paper's recipe.
-    c.segment_label_weight = 0.0
-    c.group_balance_weight = 0.0
-    c.group_balance_kind = "switch"   # or "infomax"
-    c.mosaic_weight = 0.0
+    # The toy world's additions to the losses (train/extra_losses.py), off in the paper's
+    # recipe.
+    c.extra_losses = ConfigDict(dict(
+        image_text_weight=1.0, segment_label_weight=0.0, group_balance_weight=0.0,
+        group_balance_kind="switch", mosaic_weight=0.0, segment_noun_weight=0.0,
+        segment_noun_scope="batch", segment_noun_symmetric=True, segment_noun_tau=0.0,
+        segment_noun_words=()))
     # >1: the step splits the global batch into this many micro-batches and caches
     # gradients, so the loss still spans the global batch (see train_step).
     c.grad_accum_steps = 1

@@ -14,11 +14,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from groupvit_jax.train import losses
-
-from groupvit_jax.train import sharding
 from groupvit_jax.models.config import GroupViTConfig
 from groupvit_jax.models.model import GroupViT
+from groupvit_jax.train import losses, sharding
+from groupvit_jax.train.extra_losses import ExtraLosses
 
 
 @flax.struct.dataclass
@@ -70,13 +69,14 @@ def embed(module, params, batch_stats, images, tokens, rng, with_outputs: bool =
     return embeddings, updates["batch_stats"]
 
 
-def contrastive_losses(image, text, temperatures, multi_label_weight):
+def contrastive_losses(image, text, temperatures, multi_label_weight,
+                       image_text_weight: float = 1.0):
     """Total loss and metrics from the global batch's embeddings (caption = text[:, 0])."""
     scale = temperatures["logit_scale"]
     loss_it = losses.image_text_contrastive(image, text[:, 0], scale)
     metrics = {"loss_image_text": loss_it, "logit_scale": scale,
                **losses.similarity_stats(image, text[:, 0])}
-    total = loss_it
+    total = image_text_weight * loss_it
     if text.shape[1] > 1:
         ml_scale = temperatures["multi_label_logit_scale"]
         loss_ml = losses.multi_label_contrastive(image, text[:, 1:], ml_scale)
@@ -86,77 +86,20 @@ def contrastive_losses(image, text, temperatures, multi_label_weight):
     return total, metrics
 
 
-def mosaic_losses(module, params, batch_stats, images, text, temperatures, rng):
-    """The toy world's mosaic addition (off in the paper's configs): B/4 mosaics of four
-    halved batch images go through the image tower; each quadrant's embedding, pooled
-    from the segment embeddings by the segments' share of the quadrant
-    (losses.quadrant_pooling), is contrasted with its image's caption and prompts. The
-    mosaics leave BatchNorm's statistics alone (segments are embedded with the running
-    ones, as the evaluation does)."""
-    mosaics = losses.make_mosaics(images)
-    gumbel, droppath = jax.random.split(jax.random.fold_in(rng, 1))
-    out, _ = module.apply({"params": params, "batch_stats": batch_stats}, mosaics, train=True,
-                          method="encode_image", rngs={"gumbel": gumbel, "droppath": droppath},
-                          mutable=["batch_stats"])
-    grid = images.shape[1] // module.config.vision.patch_size
-    quadrants = losses.quadrant_pooling(out["hard_maps"], out["segment_embeds"], grid)
-    loss = losses.image_text_contrastive(quadrants, text[:, 0], temperatures["logit_scale"])
-    if text.shape[1] > 1:
-        loss = loss + losses.multi_label_contrastive(quadrants, text[:, 1:],
-                                                     temperatures["multi_label_logit_scale"])
-    return loss
-
-
-def extra_losses(outputs, text, temperatures, segment_label_weight, group_balance_weight,
-                 group_balance_kind: str = "switch"):
-    """The toy world's additions to the paper's losses (both off in the paper's configs):
-    total and metrics.
-    segment_label_weight: the multi-label loss named by each image's best-matching
-        segment (losses.segment_multi_label_contrastive), on the segment embeddings the
-        evaluation names (image head with BatchNorm's running statistics).
-    group_balance_weight: losses.group_balance (or group_infomax, with
-        group_balance_kind="infomax") of every grouping stage, averaged."""
-    total, metrics = 0.0, {}
-    if segment_label_weight:
-        if text.shape[1] < 2:
-            raise ValueError("segment_label_weight needs prompts (data.num_prompts > 0).")
-        loss = losses.segment_multi_label_contrastive(
-            outputs["segment_embeds"], text[:, 1:], temperatures["multi_label_logit_scale"])
-        metrics["loss_segment_label"] = loss
-        total = total + segment_label_weight * loss
-    if group_balance_weight:
-        if group_balance_kind == "switch":
-            terms = [losses.group_balance(soft, hard)
-                     for soft, hard in zip(outputs["soft_maps"], outputs["hard_maps"])]
-        elif group_balance_kind == "infomax":
-            terms = [losses.group_infomax(soft) for soft in outputs["soft_maps"]]
-        else:
-            raise ValueError(f"Unknown group_balance_kind {group_balance_kind!r}; known: "
-                             "'switch', 'infomax'.")
-        loss = sum(terms) / len(terms)
-        metrics["loss_group_balance"] = loss
-        total = total + group_balance_weight * loss
-    return total, metrics
-
-
 def compute_losses(module, params, batch_stats, batch, rng, multi_label_weight,
-                   segment_label_weight: float = 0.0, group_balance_weight: float = 0.0,
-                   mosaic_weight: float = 0.0, group_balance_kind: str = "switch"):
-    """Forward pass in train mode; returns (total loss, (metrics, new batch_stats))."""
+                   extra: ExtraLosses = ExtraLosses()):
+    """Forward pass in train mode; returns (total loss, (metrics, new batch_stats)).
+    `extra`: the toy world's additions to the paper's losses (none by default)."""
     (image, text), new_stats, outputs = embed(module, params, batch_stats, batch["images"],
                                               batch["tokens"], rng, with_outputs=True)
     temperatures = module.apply({"params": params}, method="temperatures")
-    total, metrics = contrastive_losses(image, text, temperatures, multi_label_weight)
-    if segment_label_weight or group_balance_weight:
-        extra, extra_metrics = extra_losses(outputs, text, temperatures, segment_label_weight,
-                                            group_balance_weight, group_balance_kind)
-        total = total + extra
-        metrics.update(extra_metrics, loss=total)
-    if mosaic_weight:
-        loss = mosaic_losses(module, params, batch_stats, batch["images"], text, temperatures,
-                             rng)
-        total = total + mosaic_weight * loss
-        metrics.update(loss_mosaic=loss, loss=total)
+    total, metrics = contrastive_losses(image, text, temperatures, multi_label_weight,
+                                        extra.image_text_weight)
+    if extra.active:
+        added, added_metrics = extra.losses(module, params, batch_stats, batch, outputs, text,
+                                            temperatures, rng)
+        total = total + added
+        metrics.update(added_metrics, loss=total)
     return total, (metrics, new_stats)
 
 
@@ -210,13 +153,12 @@ def accumulated_grads(module, params, batch_stats, batch, rng, multi_label_weigh
 
 def make_train_step(model_config: GroupViTConfig, optimizer, schedule, mesh, shardings,
                     multi_label_weight: float = 1.0, accum_steps: int = 1,
-                    segment_label_weight: float = 0.0, group_balance_weight: float = 0.0,
-                    mosaic_weight: float = 0.0, group_balance_kind: str = "switch"):
+                    extra: ExtraLosses = ExtraLosses()):
     """jit(step)(state, batch) -> (state, metrics); the state is donated."""
     module = GroupViT(model_config)
-    if accum_steps > 1 and (segment_label_weight or group_balance_weight or mosaic_weight):
-        raise NotImplementedError("segment_label_weight, group_balance_weight and "
-                                  "mosaic_weight need grad_accum_steps=1.")
+    if accum_steps > 1 and extra != ExtraLosses():
+        raise NotImplementedError("config.extra_losses (the toy world's additions) need "
+                                  "grad_accum_steps=1.")
 
     def step(state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -228,9 +170,7 @@ def make_train_step(model_config: GroupViTConfig, optimizer, schedule, mesh, sha
             grad_fn = jax.value_and_grad(compute_losses, argnums=1, has_aux=True)
             (_, (metrics, batch_stats)), grads = grad_fn(module, state.params, state.batch_stats,
                                                           batch, rng, multi_label_weight,
-                                                          segment_label_weight,
-                                                          group_balance_weight, mosaic_weight,
-                                                          group_balance_kind)
+                                                          extra)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics.update(grad_norm=optax.tree.norm(grads), lr=schedule(state.step))

@@ -18,6 +18,7 @@ from clu import metric_writers, periodic_actions
 from groupvit_jax.checkpoints import pretrained
 from groupvit_jax.evaluation import registry
 from groupvit_jax.train.batches import make_batches
+from groupvit_jax.train.extra_losses import ExtraLosses
 from groupvit_jax.train import checkpointing, recipe, sharding
 from groupvit_jax.train.step import create_train_state, make_train_step
 from groupvit_jax.models.config import GroupViTConfig
@@ -81,10 +82,10 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     ckpt = checkpointing.manager(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
     state = checkpointing.restore_or(ckpt, state)
     start = int(state.step)
+    extra = ExtraLosses.from_config(config.extra_losses, config.data.tokenizer,
+                                    model.text.context_length)
     step_fn = make_train_step(model, optimizer, schedule, mesh, shardings,
-                              config.multi_label_weight, config.grad_accum_steps,
-                              config.segment_label_weight, config.group_balance_weight,
-                              config.mosaic_weight, config.group_balance_kind)
+                              config.multi_label_weight, config.grad_accum_steps, extra)
 
     evals = registry.create(config.evals, config)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
