@@ -43,18 +43,19 @@ def multi_label_contrastive(image_emb, prompt_emb, scale):
     b, k, _ = prompt_emb.shape
     img = l2_normalize(image_emb)
     prompts = l2_normalize(prompt_emb).reshape(b * k, -1)
-    return _multi_label_from_similarities(_rows_sharded(img @ prompts.T), k, scale)
+    return _multi_label_from_logits(_rows_sharded(scale * img @ prompts.T),
+                                    _rows_sharded(scale * prompts @ img.T), k)
 
 
-def _multi_label_from_similarities(sim, k, scale):
-    """The multi-label loss from cosine similarities sim [B, B*K] of image i to prompt
-    (j, k) at column j*K + k."""
-    b = sim.shape[0]
+def _multi_label_from_logits(logits_img, logits_txt, k):
+    """The multi-label loss from scaled similarities of image i to prompt (j, k) at column
+    j*K + k (logits_img [B, B*K]) and of prompt (j, k) to image i (logits_txt [B*K, B])."""
+    b = logits_img.shape[0]
     # [B, B, K]: image i against every image's K prompts; own prompts on the diagonal.
-    logp_img = jax.nn.log_softmax(_rows_sharded(scale * sim), axis=-1).reshape(b, b, k)
+    logp_img = jax.nn.log_softmax(logits_img, axis=-1).reshape(b, b, k)
     own = jnp.take_along_axis(logp_img, jnp.arange(b)[:, None, None], axis=1)[:, 0]
     loss_img = -own.mean()
-    logp_txt = jax.nn.log_softmax(_rows_sharded(scale * sim.T), axis=-1)
+    logp_txt = jax.nn.log_softmax(logits_txt, axis=-1)
     owner = jnp.repeat(jnp.arange(b), k)
     loss_txt = -jnp.take_along_axis(logp_txt, owner[:, None], axis=1).mean()
     return 0.5 * (loss_img + loss_txt)
@@ -71,7 +72,7 @@ def segment_multi_label_contrastive(segment_emb, prompt_emb, scale):
     seg = l2_normalize(segment_emb)
     prompts = l2_normalize(prompt_emb).reshape(b * k, -1)
     sim = jnp.einsum("bsd,pd->bsp", seg, prompts).max(axis=1)
-    return _multi_label_from_similarities(_rows_sharded(sim), k, scale)
+    return _multi_label_from_logits(_rows_sharded(scale * sim), _rows_sharded(scale * sim.T), k)
 
 
 def group_balance(soft, hard):
