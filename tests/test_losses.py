@@ -24,7 +24,7 @@ def np_image_text(img, txt, scale):
 
 
 def np_multi_label(img, prompts, scale):
-    """Written from GROUPVIT_FACTS.md section 2 with dense target matrices."""
+    """Written from the released code's loss definitions, with dense target matrices."""
     b, k, d = prompts.shape
     img, p = _np_normalize(img), _np_normalize(prompts).reshape(b * k, d)
     targets_img = np.zeros((b, b * k))

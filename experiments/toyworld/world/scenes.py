@@ -1,6 +1,7 @@
 """Procedural scenes for the toy world: textured objects with exact pixel masks.
 
-Design (see TOYWORLD_NOTES.md for the attempt this answers):
+Design (answering a first attempt in which captions named colours, which single patches
+solve, and shapes never started to matter):
 - A class is a TEXTURE (zebra stripes, leopard spots, a chessboard, ...) in its own
   typical colours, as real things have them (zebras are black and white), jittered per
   object. The captions never name colours, so the colour shortcut of the first attempt
