@@ -57,7 +57,6 @@ def _run(args: flags.FlagValues) -> int:
         print(format_table(results))
         if args.out:
             write_json({**results, "checkpoint": args.checkpoint}, args.out)
-            print(f"wrote {args.out}")
     return cli.OK
 
 

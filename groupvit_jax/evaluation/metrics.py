@@ -6,11 +6,12 @@ left out of the mean (mmseg's `np.nanmean`); one present in either counts, 0 if 
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
 import numpy as np
+
+from input_pipeline import cli
 
 IGNORE_LABEL = 255
 
@@ -72,11 +73,9 @@ def format_table(results: dict) -> str:
 
 
 def write_json(results: dict, path: str | os.PathLike) -> None:
-    """JSON with nan written as null (valid JSON everywhere)."""
+    """JSON with nan written as null (valid JSON everywhere), through cli.write_json."""
     def clean(x):
         if isinstance(x, dict):
             return {k: clean(v) for k, v in x.items()}
         return None if isinstance(x, float) and np.isnan(x) else x
-    with open(path, "w") as f:
-        json.dump(clean(results), f, indent=2)
-        f.write("\n")
+    cli.write_json(clean(results), path)
