@@ -40,6 +40,7 @@ import contextvars
 import errno
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -112,8 +113,15 @@ def run(argv: Sequence[str], define_flags: Callable[[flags.FlagValues], Any],
 
 def run_main(main: Callable[[list[str]], int]) -> None:
     """`sys.exit(main(sys.argv))` under absl's app.run (absl logging set up, INFO on
-    stderr, as for any absl program); absl's own flags (--verbosity...) keep defaults."""
+    stderr, as for any absl program); absl's own flags (--verbosity...) keep defaults.
+    SIGTERM raises SystemExit(143), so the binary's cleanup (`finally`) runs."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app.run(main, flags_parser=_absl_defaults)
+
+
+def _exit_on_sigterm(signum, frame):
+    del frame  # the signal handler's signature
+    raise SystemExit(128 + signum)
 
 
 def _absl_defaults(argv: list[str]) -> list[str]:

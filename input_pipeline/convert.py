@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import glob
 import io
 import json
 import multiprocessing
@@ -224,24 +225,67 @@ def _assemble(build_dir: Path, results: list[UnitResult]) -> tuple[list[dict], d
     return shards, skipped
 
 
-def _check_destination(out_dir: Path, overwrite: bool) -> None:
+def _is_converted_dataset(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / records.MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == records.FORMAT
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def _check_destination(out_dir: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
+    """--overwrite replaces only what this converter wrote: an empty folder or a converted
+    dataset (its manifest says so), never a folder that holds or lies inside an input."""
+    for path in inputs:
+        if _overlaps(out_dir.resolve(), Path(path).resolve()):
+            raise FileExistsError(f"{out_dir}: the output overlaps the input {path}; choose an "
+                                  "--out outside the inputs")
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
         raise FileExistsError(f"{out_dir}: exists and is not empty; pass --overwrite "
                               "(overwrite=True) to replace it")
+    if not _is_converted_dataset(out_dir):
+        raise FileExistsError(f"{out_dir}: --overwrite replaces only a dataset this converter "
+                              f"wrote (with its {records.MANIFEST}), and this folder is not one;"
+                              " delete it yourself or choose another --out")
 
 
-def _sibling(out_dir: Path, purpose: str) -> Path:
+def _sibling(out_dir: Path, purpose: str, pid: int | None = None) -> Path:
     """A hidden folder beside out_dir, unique to this process, that no reader mistakes for
     a dataset (it has no manifest until it is renamed to out_dir)."""
-    return out_dir.with_name(f".{out_dir.name}.{purpose}-{os.getpid()}")
+    return out_dir.with_name(f".{out_dir.name}.{purpose}-{pid or os.getpid()}")
+
+
+def _remove_abandoned_builds(out_dir: Path) -> None:
+    """Deletes the build folders of conversions into out_dir whose process is gone (killed
+    or crashed), so a rerun starts clean."""
+    for folder in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.building-*"):
+        pid = folder.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _move_into_place(build_dir: Path, out_dir: Path, overwrite: bool) -> None:
     """Renames the finished build over out_dir; an old dataset is moved aside first and
     deleted only once the new one is in place."""
-    _check_destination(out_dir, overwrite)
+    _check_destination(out_dir, overwrite)  # again: out_dir may have changed meanwhile
     if not out_dir.exists():
         build_dir.rename(out_dir)
         return
@@ -270,17 +314,18 @@ def convert_dataset(inputs: list[str], fmt: str, out_dir: str | Path, *,
                          "must be positive")
     if resize_short_side is not None and resize_short_side < 1:
         raise ValueError(f"resize_short_side must be positive, got {resize_short_side}")
-    _check_destination(out_dir, overwrite)
+    paths = sources.expand_inputs(list(inputs), fmt)
+    _check_destination(out_dir, overwrite, paths)
     if tagger is None:
         nouns_info = {"tagger": None, "version": None}
     else:
         nouns_info = nouns.tagger_info(tagger)
         nouns.get_tagger(tagger)  # a missing NLTK resource fails now, not in a worker
-    paths = sources.expand_inputs(list(inputs), fmt)
     num_units, units = sources.plan(fmt, paths, examples_per_shard, image_column,
                                     caption_column)
     options = Options(examples_per_shard, resize_short_side, tagger)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(out_dir)
     build_dir = _sibling(out_dir, "building")
     shutil.rmtree(build_dir, ignore_errors=True)  # left by a crashed run with our pid
     build_dir.mkdir()

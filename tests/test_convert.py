@@ -309,3 +309,82 @@ def test_cli_with_two_workers_writes_what_one_does(webdataset_inputs, tmp_path):
     assert manifest["name"] == "mine"
     assert manifest["nouns"] == {"tagger": None, "version": None}
     assert [e["nouns"] for _, s in _read(manifest) for e in s] == [[], [], [], []]
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _convert_cli(*args):
+    return subprocess.run([sys.executable, "-m", "input_pipeline.convert", "--quiet", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("out", ["input", "inside_input", "holding_input"])
+def test_overwrite_never_touches_the_inputs(tmp_path, out):
+    inputs = tmp_path / "photos"
+    for key, (image, extension, caption) in USABLE.items():
+        (inputs / "sub").mkdir(parents=True, exist_ok=True)
+        (inputs / "sub" / f"{key}.{extension}").write_bytes(image)
+        (inputs / "sub" / f"{key}.txt").write_text(caption)
+    out_dir = {"input": inputs, "inside_input": inputs / "sub",
+               "holding_input": tmp_path}[out]
+    before = _tree(tmp_path)
+    result = _convert_cli("--input", str(inputs), "--format", "folder", "--out", str(out_dir),
+                          "--overwrite")
+    assert result.returncode == 3, result.stderr
+    assert "overlaps the input" in result.stderr and str(out_dir) in result.stderr
+    assert _tree(tmp_path) == before
+
+
+def test_overwrite_replaces_only_a_converted_dataset(folder_input, tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "thesis.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match="replaces only a dataset this converter wrote"):
+        convert.convert_dataset([str(folder_input)], "folder", mine, overwrite=True,
+                                progress=False)
+    assert _tree(mine) == {"notes/thesis.tex": b"years of work"}
+    (mine / "manifest.json").write_text('{"format": "someone else\'s"}')
+    with pytest.raises(FileExistsError, match="replaces only a dataset this converter wrote"):
+        convert.convert_dataset([str(folder_input)], "folder", mine, overwrite=True,
+                                progress=False)
+
+
+def test_sigterm_during_conversion_then_rerun_succeeds(tmp_path):
+    inputs = tmp_path / "many"
+    inputs.mkdir()
+    for i in range(400):
+        (inputs / f"{i:03d}.png").write_bytes(_encode(_pixels(64, 64, i), "PNG"))
+        (inputs / f"{i:03d}.txt").write_text(f"picture number {i}")
+    out = tmp_path / "data" / "many"
+    command = [sys.executable, "-m", "input_pipeline.convert", "--quiet", "--input",
+               str(inputs), "--format", "folder", "--out", str(out), "--examples_per_shard",
+               "20", "--tagger", "none"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        # Wait until the build has written a shard, then stop it.
+        while not list((tmp_path / "data").glob(".many.building-*/part-*")):
+            assert process.poll() is None, process.communicate()
+        process.send_signal(subprocess.signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []  # cleaned up
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert records.read_manifest(out)["num_examples"] == 400
+
+
+def test_rerun_after_a_killed_conversion_removes_its_build(folder_input, tmp_path):
+    out = tmp_path / "data" / "toy"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    abandoned = tmp_path / "data" / f".toy.building-{int(dead.stdout)}"
+    abandoned.mkdir(parents=True)
+    (abandoned / "part-000000-00000.tfrecord").write_bytes(b"half a shard")
+    convert.convert_dataset([str(folder_input)], "folder", out, progress=False)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["toy"]
