@@ -86,7 +86,8 @@ def abstract_variables(config: GroupViTConfig) -> dict:
     return jax.eval_shape(lambda i, t: module.init(jax.random.key(0), i, t), images, tokens)
 
 
-def _check_shapes(variables, config, source):
+def check_shapes(variables, config, source):
+    """Raises a ValueError naming `source` unless `variables` are the model's."""
     expected = abstract_variables(config)
     for collection in ("params", "batch_stats"):
         want = jax.tree_util.tree_flatten_with_path(expected[collection])[0]
@@ -140,7 +141,7 @@ def load_pretrained(path: str | os.PathLike, **config_overrides) -> PretrainedGr
         reader = torch_io.read_hf if kind == torch_layout.HF else torch_io.read_nvlabs
         state, config, flavor = reader(path)
         variables = torch_layout.from_torch(state, config, flavor, source=str(path))
-    _check_shapes(variables, config, str(path))
+    check_shapes(variables, config, str(path))
     return PretrainedGroupViT(config.replace(**config_overrides), variables)
 
 

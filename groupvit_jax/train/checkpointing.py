@@ -3,25 +3,91 @@ each process's input-pipeline position saved with them."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 
 def manager(workdir, every_steps: int, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(save_interval_steps=every_steps, max_to_keep=keep,
                                            enable_async_checkpointing=True)
-    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
-def restore_or(mgr: ocp.CheckpointManager, state):
-    """The latest checkpoint restored into `state`'s shapes and shardings, else `state`."""
-    step = mgr.latest_step()
-    if step is None:
-        return state
+def checkpoint_dir(workdir) -> Path:
+    return Path(workdir).absolute() / "checkpoints"
+
+
+def saved_steps(workdir) -> list[int]:
+    """The steps with a checkpoint folder, without opening Orbax."""
+    folder = checkpoint_dir(workdir)
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) \
+        if folder.is_dir() else []
+
+
+def set_aside_dir(workdir) -> Path:
+    """Where unreadable checkpoints are moved: kept for inspection, out of Orbax's way."""
+    return Path(workdir).absolute() / "unreadable_checkpoints"
+
+
+def restore_latest(workdir, every_steps: int, keep: int, state):
+    """(state, manager): the newest checkpoint that restores into `state`'s shapes and
+    shardings, else `state` itself. A newer checkpoint that cannot be read (truncated,
+    corrupt, non-finite) is moved to `set_aside_dir` with a warning; when none can be, the
+    error names every step and why."""
+    failures = []
+    while True:
+        mgr = manager(workdir, every_steps, keep)
+        steps = sorted(mgr.all_steps(), reverse=True)
+        step = next((s for s in steps if s not in dict(failures)), None)
+        if step is None:
+            if failures:
+                mgr.close()
+                raise CheckpointError(workdir, failures)
+            return state, mgr
+        try:
+            restored = _restore(mgr, step, state)
+        except Exception as e:  # noqa: BLE001 - Orbax and tensorstore raise many kinds
+            failures.append((step, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"))
+            mgr.close()
+            continue
+        for broken, reason in failures:
+            logging.warning("checkpoint step %d is unreadable (%s): moved to %s; resuming "
+                            "from step %d.", broken, reason, set_aside_dir(workdir), step)
+            set_aside_dir(workdir).mkdir(exist_ok=True)
+            (checkpoint_dir(workdir) / str(broken)).rename(
+                set_aside_dir(workdir) / f"{broken}-{int(time.time())}")
+        if failures:  # Orbax lists the steps when it opens: open it again without them
+            mgr.close()
+            mgr = manager(workdir, every_steps, keep)
+        return restored, mgr
+
+
+class CheckpointError(ValueError):
+    """No checkpoint of a workdir restores (a ValueError: the binaries report it in one line)."""
+
+    def __init__(self, workdir, failures: list[tuple[int, str]]):
+        steps = "; ".join(f"step {step}: {reason}" for step, reason in failures)
+        super().__init__(
+            f"{checkpoint_dir(workdir)}: no checkpoint can be restored ({steps}). If the "
+            f"config changed since the run began, resume with the one in "
+            f"{Path(workdir) / 'config.json'}; else train in a new workdir.")
+
+
+def _restore(mgr: ocp.CheckpointManager, step: int, state):
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    return mgr.restore(step, args=ocp.args.StandardRestore(target))
+    restored = mgr.restore(step, args=ocp.args.StandardRestore(target))
+    finite = jax.tree.map(lambda x: jnp.isfinite(x).all() if jnp.issubdtype(
+        x.dtype, jnp.floating) else True, restored.params)
+    bad = [jax.tree_util.keystr(path) for path, ok in
+           jax.tree_util.tree_leaves_with_path(finite) if not ok]
+    if bad:
+        raise ValueError(f"non-finite values in params{bad[0]} ({len(bad)} arrays)")
+    return restored
 
 
 def save(mgr: ocp.CheckpointManager, state, force: bool = False) -> bool:

@@ -41,6 +41,7 @@ def read_training_checkpoint(workdir, step: int | None = None) -> pretrained.Pre
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
     variables = ckptr.restore(path, args=ocp.args.PyTreeRestore(
         item=wanted, restore_args=as_numpy, partial_restore=True))
+    pretrained.check_shapes(variables, model, f"{path} (model of {config_file})")
     return pretrained.PretrainedGroupViT(model, variables)
 
 

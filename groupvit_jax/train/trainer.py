@@ -6,6 +6,7 @@ Rerunning with the same workdir resumes from the latest checkpoint; SIGTERM
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
@@ -23,6 +24,7 @@ from groupvit_jax.train import checkpointing, recipe, sharding
 from groupvit_jax.train.step import create_train_state, make_train_step
 from groupvit_jax.models.config import GroupViTConfig
 from groupvit_jax.train.optim import make_optimizer
+from input_pipeline import cli
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -53,6 +55,29 @@ def _check_finite(metrics, step):
                                  "is intact (lower the learning rate or use float32).")
 
 
+def _check_same_model(workdir: Path, config) -> None:
+    """A workdir with checkpoints resumes only with the model its run was trained with."""
+    saved_file = workdir / "config.json"
+    if not saved_file.is_file() or not checkpointing.saved_steps(workdir):
+        return
+    saved = cli.read_json(saved_file).get("model", {})
+    now = json.loads(config.model.to_json_best_effort())
+    changed = [f"model.{key}: {old!r} in {saved_file}, {new!r} now"
+               for key, old, new in _differences(saved, now)]
+    if changed:
+        raise ValueError(f"{workdir}: this run's checkpoints are of another model ("
+                         f"{'; '.join(changed[:5])}). Resume with the run's config, or train "
+                         "in a new workdir.")
+
+
+def _differences(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+    elif a != b:
+        yield prefix.rstrip("."), a, b
+
+
 def _hide_gpus_from_tensorflow():
     """clu's TensorBoard writer runs on TensorFlow, which would otherwise grab GPU memory."""
     import tensorflow as tf
@@ -70,8 +95,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
         raise ValueError(f"data.global_batch={config.data.global_batch} is not divisible by "
                          f"{jax.device_count()} devices x grad_accum_steps="
                          f"{config.grad_accum_steps}.")
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    _check_same_model(workdir, config)
 
     num_steps = recipe.total_steps(config)
     mesh = sharding.make_mesh(config.mesh.model)
@@ -79,9 +103,11 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                                          recipe.warmup_steps(config))
     state, shardings = create_train_state(model, optimizer, mesh, config.seed,
                                                      config.data.num_prompts)
-    ckpt = checkpointing.manager(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
-    state = checkpointing.restore_or(ckpt, state)
+    state, ckpt = checkpointing.restore_latest(workdir, config.checkpoint_every_steps,
+                                               config.keep_checkpoints, state)
     start = int(state.step)
+    if jax.process_index() == 0:  # only now: a failed resume leaves the run's config as it was
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     extra = ExtraLosses.from_config(config.extra_losses, config.data.tokenizer,
                                     model.text.context_length)
     step_fn = make_train_step(model, optimizer, schedule, mesh, shardings,
