@@ -213,7 +213,8 @@ def _assemble(build_dir: Path, results: list[UnitResult]) -> tuple[list[dict], d
     for index, (part, count) in enumerate(parts):
         name = records.shard_name(SHARD_PREFIX, index, len(parts))
         (build_dir / part).rename(build_dir / name)
-        shards.append({"file": name, "num_examples": count})
+        shards.append({"file": name, "num_examples": count,
+                       "bytes": (build_dir / name).stat().st_size})
     skipped = {reason: 0 for reason in SKIP_REASONS}
     with open(build_dir / REPORT, "w") as report:
         for result in results:

@@ -11,7 +11,9 @@ A dataset is a folder of TFRecord shards of `tf.train.Example`s plus `manifest.j
 The manifest records what the shards hold, so a reader never has to scan them:
 
     {"format": FORMAT, "name": ..., "num_examples": N,
-     "shards": [{"file": "train-00000-of-00004.tfrecord", "num_examples": n}, ...],
+     "shards": [{"file": "train-00000-of-00004.tfrecord", "num_examples": n,
+                 "bytes": size}, ...],   (bytes: checked before training; older manifests
+                                          have none)
      "source": {"kind": "webdataset" | "csv" | "folder", "inputs": [...]},
      "nouns": {"tagger": "pattern" | "nltk" | null, "version": "..."},
      "image": {"resize_short_side": 512 | null},

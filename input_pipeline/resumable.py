@@ -15,31 +15,57 @@ import base64
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import train_dataset
+from input_pipeline import mixture, train_dataset
+from input_pipeline.shards import READ_ERRORS, ShardReading, UnreadableDataError
 
 MAX_REMEMBERED_CHUNKS = 4096  # >> chunks in flight between the reader and the trainer
+MIN_READ_FOR_FRACTION = 1000  # examples read before data.max_skipped_fraction applies
+
+
+class SkippedTooManyError(ValueError):
+    """More examples skipped in a row, or in all, than the config allows."""
 
 
 class ResumableBatches:
     """Iterator of this host's batches {"images", "tokens"} (numpy), with `state()` and
-    `restore(state)`; `skipped` counts examples dropped as corrupt or undecodable."""
+    `restore(state)`; `skipped` counts examples dropped as corrupt or undecodable, `lost`
+    the records of damaged shards that are not read (input_pipeline.shards).
+
+    The stream stops with SkippedTooManyError when more than data.max_skipped_in_a_row
+    examples in a row, or more than data.max_skipped_fraction of all examples read, are
+    skipped: data that bad needs looking at, and a stream of nothing but bad records
+    would otherwise never yield a batch."""
 
     def __init__(self, config, *, process_index: int | None = None,
                  process_count: int | None = None, seed: int | None = None, chunk: int = 256):
         process = train_dataset.resolve_process(config, process_index, process_count, seed)
         self._chunk = chunk
-        self._serialized = iter(train_dataset.serialized_stream(config, *process).batch(chunk))
+        self._sources = mixture.resolve(config.data.datasets, config.data.data_dir)
+        self._shards = ShardReading(self._sources)
+        self._serialized = iter(train_dataset.serialized_stream(
+            config, *process, shards=self._shards).batch(chunk))
         signature = {"example_index": tf.TensorSpec([None], tf.int64),
                      "source": tf.TensorSpec([None], tf.int32),
                      "record": tf.TensorSpec([None], tf.string)}
         chunks = tf.data.Dataset.from_generator(self._chunks, output_signature=signature)
-        self._dataset = train_dataset.prepared_batches(chunks.unbatch(), config, *process)
+        self._dataset = train_dataset.prepared_batches(chunks.unbatch(), config, *process,
+                                                       watch=self._note_batch)
         self._batches = None  # started on the first next(), after any restore
         self._states: dict[int, bytes] = {}
         self._next_chunk = 0
         self._skip_in_next_chunk = 0
         self._last_index = -1  # example_index of the last example handed out
         self._delivered = 0    # examples handed out since the stream began
+        self._max_in_a_row = config.data.max_skipped_in_a_row
+        self._max_fraction = config.data.max_skipped_fraction
+        # Between the reader and a finished batch: a chunk being unbatched, the examples
+        # being decoded in parallel and the batch being filled. More unfinished records
+        # than that plus the allowed run of skips means nothing comes out.
+        host_batch = config.data.global_batch // process[1]
+        self._stall_limit = self._max_in_a_row + 2 * chunk + host_batch + 4 * config.data.num_threads
+        self._fed_through = -1      # example_index of the last record fed to decoding
+        self._batched_through = -1  # example_index of the last example in a finished batch
+        self._failure: Exception | None = None  # why the reader stopped, for __next__
 
     def _remember_state(self):
         # tf.data's own checkpoints use the same _save/_restore pair; here the state
@@ -48,13 +74,40 @@ class ResumableBatches:
         self._states.pop(self._next_chunk - MAX_REMEMBERED_CHUNKS, None)
 
     def _chunks(self):
+        # Runs inside tf.data, whose error skipping downstream would swallow an exception
+        # raised here: a failure is kept for __next__, and the stream ends.
         self._remember_state()
         while True:
-            chunk = {k: v.numpy() for k, v in next(self._serialized).items()}
+            if self._fed_through - self._batched_through > self._stall_limit:
+                self._failure = self._too_many_in_a_row(self._fed_through - self._batched_through)
+                return
+            try:
+                chunk = {k: v.numpy() for k, v in next(self._serialized).items()}
+            except READ_ERRORS as e:
+                try:
+                    self._shards.diagnose(e)
+                except UnreadableDataError as unreadable:
+                    self._failure = unreadable
+                    return
+                # Read this chunk again, now without the damaged shards' bad part.
+                self._serialized._restore(tf.constant(self._states[self._next_chunk]))
+                continue
             self._next_chunk += 1
             self._remember_state()  # before the next chunk, so the last one is never missing
             skip, self._skip_in_next_chunk = self._skip_in_next_chunk, 0
+            self._fed_through = int(chunk["example_index"][-1])
             yield {k: v[skip:] for k, v in chunk.items()}
+
+    def _note_batch(self, example_index: np.ndarray) -> np.ndarray:
+        self._batched_through = int(example_index[-1])
+        return example_index
+
+    def _too_many_in_a_row(self, count: int) -> SkippedTooManyError:
+        return SkippedTooManyError(
+            f"{count} examples in a row were skipped (undecodable images or unparsable "
+            f"records; data.max_skipped_in_a_row={self._max_in_a_row}) in "
+            f"{', '.join(s.folder for s in self._sources)}; check that data, or raise the "
+            "limit.")
 
     def __iter__(self):
         return self
@@ -62,26 +115,51 @@ class ResumableBatches:
     def __next__(self) -> dict[str, np.ndarray]:
         if self._batches is None:
             self._batches = self._dataset.as_numpy_iterator()
-        batch = next(self._batches)
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            if self._failure is not None:
+                raise self._failure from None
+            raise
         index = batch.pop("example_index")
+        in_a_row = int(np.max(np.diff(index, prepend=self._last_index))) - 1
         self._last_index = int(index[-1])
         self._delivered += len(index)
+        if in_a_row > self._max_in_a_row:
+            raise self._too_many_in_a_row(in_a_row)
+        read = self._last_index + 1
+        if read >= MIN_READ_FOR_FRACTION and self.skipped > self._max_fraction * read:
+            raise SkippedTooManyError(
+                f"{self.skipped} of {read} examples were skipped (undecodable images or "
+                f"unparsable records; data.max_skipped_fraction={self._max_fraction}) in "
+                f"{', '.join(s.folder for s in self._sources)}; check that data, or raise "
+                "the limit.")
         return batch
 
     @property
     def skipped(self) -> int:
         return self._last_index + 1 - self._delivered
 
-    def state(self) -> dict:
-        """JSON-able position after the last batch handed out."""
-        chunk, skip = divmod(self._last_index + 1, self._chunk)
+    @property
+    def lost(self) -> int:
+        return self._shards.lost
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Where the stream is, after the last batch handed out: for `state(position)`."""
+        return self._last_index, self._delivered
+
+    def state(self, position: tuple[int, int] | None = None) -> dict:
+        """JSON-able position after the last batch handed out (or at `position`)."""
+        last_index, delivered = position or self.position
+        chunk, skip = divmod(last_index + 1, self._chunk)
         if chunk not in self._states:
             raise RuntimeError(f"the reader's state before chunk {chunk} was not kept "
                                f"(kept {min(self._states, default=None)}..); raise "
                                "MAX_REMEMBERED_CHUNKS.")
         return {"chunk_size": self._chunk, "chunk": chunk, "skip": skip,
                 "reader": base64.b64encode(self._states[chunk]).decode("ascii"),
-                "last_index": self._last_index, "delivered": self._delivered}
+                "last_index": last_index, "delivered": delivered}
 
     def restore(self, state: dict) -> None:
         """Continue after the batch `state` was taken at; only before the first batch."""
@@ -94,3 +172,4 @@ class ResumableBatches:
         self._skip_in_next_chunk = state["skip"]
         self._last_index = state["last_index"]
         self._delivered = state["delivered"]
+        self._fed_through = self._batched_through = self._last_index

@@ -18,12 +18,14 @@ examples of this host's stream before skipping, so the gaps count what was skipp
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from input_pipeline import augment, mixture, nouns, prompts, records
 from input_pipeline import tokenize_ops
+from input_pipeline.shards import ShardReading
 
 FILE_CYCLE = 8  # files read in parallel per dataset: mixes neighbouring shards
 ONLINE_TAGGER = "pattern"  # for datasets stored without nouns; needs no downloaded data
@@ -42,7 +44,8 @@ def _permutation(seed: tf.Tensor, n) -> tf.Tensor:
 
 
 def _serialized(source: mixture.Source, source_index: int, process_index: int,
-                process_count: int, seed: int, block: int) -> tf.data.Dataset:
+                process_count: int, seed: int, block: int,
+                shards: ShardReading) -> tf.data.Dataset:
     """This host's endless, shuffled stream of one dataset's serialised records."""
     files = source.files
     by_example = len(files) < process_count
@@ -50,19 +53,30 @@ def _serialized(source: mixture.Source, source_index: int, process_index: int,
         logging.warning("dataset %s has %d shards for %d hosts: sharding by example (every "
                         "host reads every shard); convert it into >= %d shards to read less.",
                         source.name, len(files), process_count, process_count)
+        host_examples = source.manifest["num_examples"] // process_count
     else:
+        counts = [shard["num_examples"] for shard in source.manifest["shards"]]
         files = files[process_index::process_count]
-    files = tf.constant(files)
+        host_examples = sum(counts[process_index::process_count])
+    if block > host_examples:
+        # A block must fill from one pass over the data, or a small dataset waits for many.
+        logging.info("dataset %s: shuffling blocks of %d, this host's examples, not "
+                     "data.shuffle_buffer=%d.", source.name, host_examples, block)
+        block = max(host_examples, 1)
+    num_files, files = len(files), tf.constant(files)
 
     def epoch_files(epoch):
         # The same order on every host, so example sharding stays disjoint.
         order = _permutation(_seed(seed, source_index, epoch), tf.size(files))
         return tf.data.Dataset.from_tensor_slices(tf.gather(files, order))
 
+    def records(path):
+        return tf.data.TFRecordDataset(path).take(shards.records_to_read(path))
+
     ds = tf.data.Dataset.range(2**62).flat_map(epoch_files)
     # Sequential: a parallel interleave under choose_from_datasets hangs after a symbolic
     # restore (TF 2.21). Reading records is cheap next to decoding them.
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(FILE_CYCLE, len(files)))
+    ds = ds.interleave(records, cycle_length=min(FILE_CYCLE, num_files))
     if by_example:
         ds = ds.shard(process_count, process_index)
 
@@ -112,15 +126,21 @@ def _check(config, process_count: int) -> None:
                          "alike.")
     if data.shuffle_buffer < 1:
         raise ValueError(f"data.shuffle_buffer={data.shuffle_buffer}: must be >= 1.")
+    if data.max_skipped_in_a_row < 0 or not 0 <= data.max_skipped_fraction <= 1:
+        raise ValueError(f"data.max_skipped_in_a_row={data.max_skipped_in_a_row} must be >= 0 "
+                         f"and data.max_skipped_fraction={data.max_skipped_fraction} in [0, 1].")
 
 
-def serialized_stream(config, process_index: int, process_count: int,
-                      seed: int) -> tf.data.Dataset:
+def serialized_stream(config, process_index: int, process_count: int, seed: int,
+                      shards: ShardReading | None = None) -> tf.data.Dataset:
     """{"example_index": i64, "source": i32, "record": serialised example}: this host's
     shuffled, mixed, endless stream before any decoding. It holds only cursors, so its
-    position can be saved cheaply (tf.data symbolic checkpointing)."""
+    position can be saved cheaply (tf.data symbolic checkpointing). `shards` says how
+    much of each shard to read (default: a new ShardReading of the config's datasets)."""
     sources = mixture.resolve(config.data.datasets, config.data.data_dir)
-    streams = [_serialized(s, i, process_index, process_count, seed, config.data.shuffle_buffer)
+    shards = shards or ShardReading(sources)
+    streams = [_serialized(s, i, process_index, process_count, seed, config.data.shuffle_buffer,
+                           shards)
                for i, s in enumerate(sources)]
     ds = _mixed(streams, mixture.probabilities(sources), process_index, seed)
     ds = ds.enumerate().map(lambda i, x: {"example_index": i, "source": x[0], "record": x[1]})
@@ -138,8 +158,10 @@ def _options(config, symbolic_checkpoint: bool = False) -> tf.data.Options:
 
 
 def prepared_batches(examples: tf.data.Dataset, config, process_index: int,
-                     process_count: int, seed: int) -> tf.data.Dataset:
-    """serialized_stream's elements -> batches of images and tokens (module docstring)."""
+                     process_count: int, seed: int,
+                     watch: Callable[[np.ndarray], np.ndarray] | None = None) -> tf.data.Dataset:
+    """serialized_stream's elements -> batches of images and tokens (module docstring).
+    `watch` sees each batch's example_index as it is formed (and returns it)."""
     data = config.data
     text = config.model.text
     _check(config, process_count)
@@ -169,8 +191,13 @@ def prepared_batches(examples: tf.data.Dataset, config, process_index: int,
 
     ds = examples.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # Corrupt records and undecodable images raise inside `prepare`: drop those examples.
-    ds = ds.ignore_errors(log_warning=True)
+    # Not logged one by one: a run of bad data would flood the log; the trainer logs counts.
+    ds = ds.ignore_errors()
     ds = ds.batch(data.global_batch // process_count, drop_remainder=True)
+    if watch is not None:
+        ds = ds.map(lambda batch: {**batch, "example_index": tf.ensure_shape(tf.numpy_function(
+            watch, [batch["example_index"]], tf.int64, stateful=True),
+            batch["example_index"].shape)})
     ds = ds.map(tokenize_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(data.prefetch).with_options(_options(config))
 

@@ -34,7 +34,8 @@ def write_dataset(folder, name, shard_sizes, tagger="pattern", bad=()):
                 nouns = ["dog", f"n{s}x{i}"] if tagger else []
                 writer.write(records.encode_example(f"{name}/{s}/{i}", image,
                                                     f"a dog number {s} {i}", nouns))
-        shards.append({"file": file, "num_examples": size})
+        shards.append({"file": file, "num_examples": size,
+                       "bytes": (folder / file).stat().st_size})
     records.write_manifest(folder, {"format": records.FORMAT, "name": name, "shards": shards,
                                     "num_examples": sum(shard_sizes), "nouns": {"tagger": tagger}})
     return folder

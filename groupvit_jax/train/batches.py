@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 
 import jax
 
@@ -15,6 +17,7 @@ from groupvit_jax.models.config import GroupViTConfig
 from input_pipeline.synthetic_data import synthetic_batch
 
 SOURCES = ("synthetic", "records")
+POLL_SECONDS = 0.25  # how often a wait for a batch looks for a stop request
 
 
 class SyntheticBatches:
@@ -39,8 +42,15 @@ class SyntheticBatches:
         return {}
 
 
+class Interrupted(Exception):
+    """The wait for a batch was given up: a stop was requested."""
+
+
 class RecordBatches:
-    def __init__(self, config, workdir, start_step: int):
+    """Batches read ahead by a thread, so that waiting for one can be given up when
+    `stop_requested()` turns true (SIGTERM) however long the stream takes."""
+
+    def __init__(self, config, workdir, start_step: int, stop_requested=lambda: False):
         from input_pipeline.resumable import ResumableBatches
 
         self._stream = ResumableBatches(config)
@@ -51,26 +61,57 @@ class RecordBatches:
                                 "starts again from its beginning.", start_step)
             else:
                 self._stream.restore(state)
+        self._stop_requested = stop_requested
+        self._position = self._stream.position  # after the last batch handed to the trainer
+        self._skipped_logged = 0
+        self._ready: queue.Queue = queue.Queue(maxsize=1)
+        # A daemon: a thread stuck inside tf.data must not keep the process alive.
+        threading.Thread(target=self._read, daemon=True, name="record_batches").start()
+
+    def _read(self):
+        while True:
+            try:
+                item = (next(self._stream), self._stream.position, self._stream.skipped)
+            except BaseException as e:  # noqa: BLE001 - handed to the trainer's thread
+                self._ready.put(e)
+                return
+            self._ready.put(item)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        return next(self._stream)
+        while True:
+            try:
+                item = self._ready.get(timeout=POLL_SECONDS)
+                break
+            except queue.Empty:
+                if self._stop_requested():
+                    raise Interrupted from None
+        if isinstance(item, BaseException):
+            raise item
+        batch, self._position, skipped = item
+        if skipped >= max(2 * self._skipped_logged, 1):  # 1, 2, 4, ...: never a flood
+            logging.warning("%d examples skipped so far (undecodable or corrupt).", skipped)
+            self._skipped_logged = skipped
+        return batch
 
     def save(self, workdir, step: int, keep_steps: set[int]) -> None:
-        checkpointing.save_data_state(workdir, step, jax.process_index(), self._stream.state(),
-                                      keep_steps)
+        checkpointing.save_data_state(workdir, step, jax.process_index(),
+                                      self._stream.state(self._position), keep_steps)
 
     def metrics(self) -> dict:
-        return {"data/skipped_examples": self._stream.skipped}
+        return {"data/skipped_examples": self._position[0] + 1 - self._position[1],
+                "data/lost_records": self._stream.lost}
 
 
-def make_batches(config, model: GroupViTConfig, workdir, start_step: int):
+def make_batches(config, model: GroupViTConfig, workdir, start_step: int,
+                 stop_requested=lambda: False):
     """This host's batches for steps start_step + 1, ...; `.save(workdir, step, keep)`
-    stores the position after `step`, `.metrics()` reports on the stream."""
+    stores the position after `step`, `.metrics()` reports on the stream. Waiting for a
+    batch raises Interrupted once `stop_requested()` is true."""
     if config.data.source == "synthetic":
         return SyntheticBatches(config, model, start_step)
     if config.data.source == "records":
-        return RecordBatches(config, workdir, start_step)
+        return RecordBatches(config, workdir, start_step, stop_requested)
     raise ValueError(f"data.source={config.data.source!r}; known: {SOURCES}.")

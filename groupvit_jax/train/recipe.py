@@ -34,6 +34,9 @@ def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
         shuffle_buffer=10_000,       # examples per shuffled block, per dataset and host
         num_threads=32,              # tf.data threads per host; the rest stay with JAX
         prefetch=2,                  # batches prepared ahead
+        # Skipped (undecodable) examples that stop the run: a run of bad data needs a look.
+        max_skipped_in_a_row=1000,
+        max_skipped_fraction=0.05,   # of the examples read, once 1000 are
     ))
     c.optim = ConfigDict(dict(base_lr=1.6e-3, warmup_lr=4e-6, min_lr=4e-5, b1=0.9, b2=0.999,
                               eps=1e-8, weight_decay=0.05, clip_grad_norm=5.0,

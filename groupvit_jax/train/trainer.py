@@ -18,7 +18,7 @@ from clu import metric_writers, periodic_actions
 
 from groupvit_jax.checkpoints import pretrained
 from groupvit_jax.evaluation import registry
-from groupvit_jax.train.batches import make_batches
+from groupvit_jax.train.batches import Interrupted, make_batches
 from groupvit_jax.train.extra_losses import ExtraLosses
 from groupvit_jax.train import checkpointing, recipe, sharding
 from groupvit_jax.train.step import create_train_state, make_train_step
@@ -32,14 +32,17 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps."""
+    """Turns SIGTERM into a flag the loop checks between steps and while it waits for
+    data; a second SIGTERM exits at once (SystemExit: cleanup still runs)."""
 
     def __init__(self):
         self.requested = False
         self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
-        del signum, frame  # the signal handler's signature
+        del frame  # the signal handler's signature
+        if self.requested:
+            raise SystemExit(128 + signum)
         self.requested = True
 
     def restore(self):
@@ -118,14 +121,19 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                every_steps=config.log_every_steps)
     preemption = _Preemption()
-    batches = make_batches(config, model, workdir, start)
+    batches = make_batches(config, model, workdir, start, lambda: preemption.requested)
     history = []
     began = t0 = time.time()
     last_logged = start
     try:
         for step in range(start + 1, num_steps + 1):
+            try:
+                host_batch = next(batches)
+            except Interrupted:
+                _save_on_stop(ckpt, state, batches, workdir)
+                break
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                batch = sharding.make_global_batch(next(batches), mesh)
+                batch = sharding.make_global_batch(host_batch, mesh)
                 state, device_metrics = step_fn(state, batch)
             metrics = jax.tree.map(float, device_metrics)
             _check_finite(metrics, step)
@@ -161,6 +169,16 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
         writer.flush()
         preemption.restore()
     return history
+
+
+def _save_on_stop(ckpt, state, batches, workdir) -> None:
+    """SIGTERM while waiting for data: the last finished step is saved (unless it is)."""
+    step = int(state.step)
+    if step > 0 and step not in ckpt.all_steps():
+        checkpointing.save(ckpt, state, force=True)
+        batches.save(workdir, step, set(ckpt.all_steps()))
+    logging.warning("SIGTERM while waiting for data: step %d is saved, exiting; rerun to "
+                    "resume.", step)
 
 
 class _QuietOrbax:
