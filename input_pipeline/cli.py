@@ -190,5 +190,8 @@ def config_value(flag_values: flags.FlagValues) -> Any:
 def define_jax_distributed(flag_values: flags.FlagValues) -> None:
     """--jax_distributed: the binary calls jax.distributed.initialize() (multi-host)."""
     flags.DEFINE_bool("jax_distributed", False, "call jax.distributed.initialize() first "
-                      "(multi-host; automatic on TPU pods, SLURM and other detected clusters); "
-                      "run the same command on every host", flag_values=flag_values)
+                      "(multi-host). Without it the binary still does where the environment "
+                      "names several processes: JAX_NUM_PROCESSES > 1 (with "
+                      "JAX_COORDINATOR_ADDRESS, JAX_PROCESS_ID), a multi-task SLURM step, a "
+                      "TPU pod's TPU_WORKER_HOSTNAMES; run the same command on every host",
+                      flag_values=flag_values)
