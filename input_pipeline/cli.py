@@ -98,6 +98,12 @@ def run(argv: Sequence[str], define_flags: Callable[[flags.FlagValues], Any],
         # absl's "flag --x=None: Flag --x must have a value other than None." -> "--x: required"
         message = _REQUIRED.sub(r"--\1: required", _one_line(e))
         return fail(USAGE_ERROR, f"{message} (see --help)")
+    except (AttributeError, KeyError) as e:  # ml_collections: --config.KEY that is not there
+        while e.args and isinstance(e.args[0], (AttributeError, KeyError)):
+            e = e.args[0]  # its KeyError's message, inside an AttributeError
+        detail = _one_line(ValueError(*e.args[:1]))
+        return fail(USAGE_ERROR, f"a --config override names no key of the config: {detail} "
+                                 "(see --help)")
     if len(rest) > 1:
         return fail(USAGE_ERROR, f"unexpected argument {rest[1]!r}: every value is given "
                                  "as --flag=value (see --help)")

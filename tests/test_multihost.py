@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRUN = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "4",
         "SLURM_STEP_NODELIST": "node[001-004]", "SLURM_PROCID": "2", "SLURM_LOCALID": "0"}
 TPU_POD = {"TPU_WORKER_ID": "1", "TPU_WORKER_HOSTNAMES": "t-0,t-1,t-2,t-3"}
+CLASSES = ("cat", "dog", "grass", "sky", "car", "tree", "boat")
 JAX_VARS = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2",
             "JAX_PROCESS_ID": "1"}
 
@@ -82,7 +83,7 @@ def _spawn(commands: list[list[str]], cwds: list[Path]) -> list[subprocess.Compl
 
 def _write_images(root: Path, count: int) -> None:
     for i in range(count):
-        folder = root / ("cat", "dog", "sky")[i % 3]
+        folder = root / CLASSES[i % len(CLASSES)]
         folder.mkdir(parents=True, exist_ok=True)
         pixels = np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{i}.png")
@@ -90,7 +91,7 @@ def _write_images(root: Path, count: int) -> None:
 
 @pytest.mark.slow  # three processes load the tiny model (~1 min on 2 cores)
 def test_two_hosts_split_classification_and_only_the_first_reports(tmp_path):
-    _write_images(tmp_path / "data", 7)  # odd: host 0 scores 4 images, host 1 three
+    _write_images(tmp_path / "data", 9)  # odd: host 0 scores 5 images, host 1 four
     gv.export(tiny_pretrained(seed=3), tmp_path / "model")
     flags = ["groupvit_jax.evaluation.eval_cls", f"--checkpoint={tmp_path / 'model'}",
              f"--data_dir={tmp_path / 'data'}", "--batch_size=2"]
@@ -103,7 +104,7 @@ def test_two_hosts_split_classification_and_only_the_first_reports(tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
     keys = ("top1", "top5", "num_images", "num_classes")
     expected = {k: json.loads((tmp_path / "one.json").read_text())[k] for k in keys}
-    assert expected["num_images"] == 7 and 0 < expected["top5"] < 100
+    assert expected["num_images"] == 9 and 0 < expected["top5"] < 100
     assert {k: json.loads((tmp_path / "two.json").read_text())[k] for k in keys} == expected
     assert "top-1" in two[0].stdout and "wrote" in two[0].stdout
     assert two[1].stdout == "" and "images/s" not in two[1].stderr  # no report, no progress
@@ -112,7 +113,7 @@ def test_two_hosts_split_classification_and_only_the_first_reports(tmp_path):
 @pytest.mark.slow  # two processes import the evaluation stack (~30 s)
 def test_hosts_reading_different_files_stop_naming_them(tmp_path):
     """The same command on both hosts, but host 1's data folder holds one more image."""
-    for host, count in (("a", 3), ("b", 4)):
+    for host, count in (("a", 7), ("b", 8)):
         _write_images(tmp_path / host / "data", count)
     command = ["groupvit_jax.evaluation.eval_cls", "--checkpoint=model", "--data_dir=data"]
     done = _spawn([command] * 2, [tmp_path / "a", tmp_path / "b"])
