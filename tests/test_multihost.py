@@ -107,7 +107,8 @@ def test_two_hosts_split_classification_and_only_the_first_reports(tmp_path):
     assert expected["num_images"] == 9 and 0 < expected["top5"] < 100
     assert {k: json.loads((tmp_path / "two.json").read_text())[k] for k in keys} == expected
     assert "top-1" in two[0].stdout and "wrote" in two[0].stdout
-    assert two[1].stdout == "" and "images/s" not in two[1].stderr  # no report, no progress
+    quiet = two[1].stdout + two[1].stderr  # gloo's connection line aside: no report, no progress
+    assert not [w for w in ("classes from", "top-1", "wrote", "images/s") if w in quiet]
 
 
 @pytest.mark.slow  # two processes import the evaluation stack (~30 s)
