@@ -10,7 +10,9 @@
 set -euo pipefail
 name=$1 zone=$2 config=$3 workdir=$4
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
-archive=$(mktemp -d)/groupvit_jax.tar.gz
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+archive=$scratch/groupvit_jax.tar.gz
 snapshot=$(git -C "$repo" stash create)  # empty when nothing is edited
 git -C "$repo" archive --format=tar.gz -o "$archive" "${snapshot:-HEAD}"
 gcloud compute tpus tpu-vm scp --zone "$zone" --worker=all "$archive" "$name":groupvit_jax.tar.gz
