@@ -89,7 +89,7 @@ def _write_images(root: Path, count: int) -> None:
         Image.fromarray(pixels).save(folder / f"{i}.png")
 
 
-@pytest.mark.slow  # three processes load the tiny model (~1 min on 2 cores)
+@pytest.mark.slow  # three processes load the tiny model (~30 s on 2 cores)
 def test_two_hosts_split_classification_and_only_the_first_reports(tmp_path):
     _write_images(tmp_path / "data", 9)  # odd: host 0 scores 5 images, host 1 four
     gv.export(tiny_pretrained(seed=3), tmp_path / "model")
@@ -111,7 +111,7 @@ def test_two_hosts_split_classification_and_only_the_first_reports(tmp_path):
     assert not [w for w in ("classes from", "top-1", "wrote", "images/s") if w in quiet]
 
 
-@pytest.mark.slow  # two processes import the evaluation stack (~30 s)
+@pytest.mark.slow  # two processes import the evaluation stack (~5 s)
 def test_hosts_reading_different_files_stop_naming_them(tmp_path):
     """The same command on both hosts, but host 1's data folder holds one more image."""
     for host, count in (("a", 7), ("b", 8)):
@@ -124,7 +124,7 @@ def test_hosts_reading_different_files_stop_naming_them(tmp_path):
                "process 0" in proc.stderr
 
 
-@pytest.mark.slow  # two processes import the trainer (~40 s)
+@pytest.mark.slow  # two processes import the trainer (~10 s)
 def test_hosts_given_different_configs_both_stop_naming_the_key(tmp_path):
     base = ["groupvit_jax.train", "--config=configs/gcc_yfcc_2stage.py:runlocal",
             f"--workdir={tmp_path / 'work'}"]
