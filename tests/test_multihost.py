@@ -105,7 +105,10 @@ def test_two_hosts_split_classification_and_only_the_first_reports(tmp_path):
     keys = ("top1", "top5", "num_images", "num_classes")
     expected = {k: json.loads((tmp_path / "one.json").read_text())[k] for k in keys}
     assert expected["num_images"] == 9 and 0 < expected["top5"] < 100
-    assert {k: json.loads((tmp_path / "two.json").read_text())[k] for k in keys} == expected
+    two_json = json.loads((tmp_path / "two.json").read_text())
+    assert {k: two_json[k] for k in keys} == expected
+    assert json.loads((tmp_path / "one.json").read_text())["images_this_host"] == 9
+    assert two_json["images_this_host"] == 5  # process 0's share: images 0, 2, 4, 6, 8
     assert "top-1" in two[0].stdout and "wrote" in two[0].stdout
     quiet = two[1].stdout + two[1].stderr  # gloo's connection line aside: no report, no progress
     assert not [w for w in ("classes from", "top-1", "wrote", "images/s") if w in quiet]

@@ -214,8 +214,8 @@ def evaluate(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGE
              progress: Callable[[int, int], None] | None = None) -> dict:
     """Top-1 / top-5 accuracy (in %) of `model` on the first `limit` images of `dataset`.
 
-    Each host scores every `process_count`-th image; the hit counts are summed over hosts
-    (every host returns the totals). The image tower runs on this host's devices only,
+    Each host scores every `process_count`-th image (`images_this_host` of them); the hit
+    counts are summed over hosts (every host returns the totals). The image tower runs on this host's devices only,
     so hosts need not run the same number of batches."""
     total = len(dataset.labels[:limit])
     if not total:
@@ -236,9 +236,9 @@ def evaluate(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGE
     counts = np.array([top1, topk, done], np.int32)
     if jax.process_count() > 1:
         counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
-    top1, topk, done = (int(c) for c in counts)
-    return {"top1": 100.0 * top1 / done, "top5": 100.0 * topk / done, "num_images": done,
-            "num_classes": len(dataset.class_names)}
+    top1, topk, total = (int(c) for c in counts)
+    return {"top1": 100.0 * top1 / total, "top5": 100.0 * topk / total, "num_images": total,
+            "num_classes": len(dataset.class_names), "images_this_host": done}
 
 
 def evaluator(cfg, train_config):
