@@ -99,6 +99,12 @@ def run(argv: Sequence[str], define_flags: Callable[[flags.FlagValues], Any],
         # absl's "flag --x=None: Flag --x must have a value other than None." -> "--x: required"
         message = _REQUIRED.sub(r"--\1: required", _one_line(e))
         return fail(USAGE_ERROR, f"{message} (see --help)")
+    except (AttributeError, KeyError) as e:  # ml_collections: --config.KEY that is not there
+        while e.args and isinstance(e.args[0], (AttributeError, KeyError)):
+            e = e.args[0]  # its KeyError's message, inside an AttributeError
+        detail = _one_line(ValueError(*e.args[:1]))
+        return fail(USAGE_ERROR, f"a --config override names no key of the config: {detail} "
+                                 "(see --help)")
     if len(rest) > 1:
         return fail(USAGE_ERROR, f"unexpected argument {rest[1]!r}: every value is given "
                                  "as --flag=value (see --help)")
@@ -198,5 +204,8 @@ def config_value(flag_values: flags.FlagValues) -> Any:
 def define_jax_distributed(flag_values: flags.FlagValues) -> None:
     """--jax_distributed: the binary calls jax.distributed.initialize() (multi-host)."""
     flags.DEFINE_bool("jax_distributed", False, "call jax.distributed.initialize() first "
-                      "(multi-host; automatic on TPU pods, SLURM and other detected clusters); "
-                      "run the same command on every host", flag_values=flag_values)
+                      "(multi-host). Without it the binary still does where the environment "
+                      "names several processes: JAX_NUM_PROCESSES > 1 (with "
+                      "JAX_COORDINATOR_ADDRESS, JAX_PROCESS_ID), a multi-task SLURM step, a "
+                      "TPU pod's TPU_WORKER_HOSTNAMES; run the same command on every host",
+                      flag_values=flag_values)

@@ -26,11 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from PIL import Image
 
+from groupvit_jax.checkpoints.pretrained import PretrainedGroupViT
 from groupvit_jax.evaluation.datasets import IMAGE_SUFFIXES, read_class_names
 from groupvit_jax.models.model import l2_normalize
+from groupvit_jax.multihost import host_local
+from input_pipeline.eval_readers import host_share
 from input_pipeline.templates import IMAGENET_7
 
 # torchvision's ToTensor + Normalize arithmetic, as the released ImageNet evaluation did
@@ -178,13 +183,14 @@ def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def batch_scores(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGENET_7,
-                 batch_size: int = 64, limit: int | None = None,
+                 batch_size: int = 64, indices: Sequence[int] | None = None,
                  workers: int = 4) -> Iterator[np.ndarray]:
-    """Per batch of the first `limit` images, in order: float32 [n, C] cosines with the
-    class embeddings."""
+    """Per batch of the images at `indices` (default: all), in order: float32 [n, C]
+    cosines with the class embeddings."""
     classifier = text_classifier(model, dataset.class_names, templates)
     crop = model.config.vision.image_size
-    for batch in _image_batches(dataset.paths[:limit], crop, batch_size, workers):
+    paths = dataset.paths if indices is None else [dataset.paths[i] for i in indices]
+    for batch in _image_batches(paths, crop, batch_size, workers):
         n = len(batch)
         # A full batch every call: one compiled shape, the padding's scores dropped.
         padded = np.zeros((batch_size, *batch.shape[1:]), np.float32)
@@ -193,24 +199,46 @@ def batch_scores(model, dataset: ClassificationSet, templates: Sequence[str] = I
         yield image @ classifier.T
 
 
+def _on_this_host(model):
+    """`model`, or a copy on this host where its variables span several hosts (a
+    training state's): hosts score different images, so each runs the tower alone."""
+    leaves = jax.tree.leaves(model.variables)
+    if all(x.is_fully_addressable for x in leaves if isinstance(x, jax.Array)):
+        return model
+    variables = jax.device_put(host_local(model.variables), jax.local_devices()[0])
+    return PretrainedGroupViT(model.config, variables)
+
+
 def evaluate(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGENET_7,
              batch_size: int = 64, limit: int | None = None, workers: int = 4,
              progress: Callable[[int, int], None] | None = None) -> dict:
-    """Top-1 / top-5 accuracy (in %) of `model` on the first `limit` images of `dataset`."""
-    labels = dataset.labels[:limit]
-    if not len(labels):
+    """Top-1 / top-5 accuracy (in %) of `model` on the first `limit` images of `dataset`.
+
+    Each host scores every `process_count`-th image (`images_this_host` of them); the hit
+    counts are summed over hosts (every host returns the totals). The image tower runs on this host's devices only,
+    so hosts need not run the same number of batches."""
+    total = len(dataset.labels[:limit])
+    if not total:
         raise ValueError("no images to evaluate.")
+    model = _on_this_host(model)
+    mine = [i for i, valid in host_share(list(range(total)), jax.process_index(),
+                                         jax.process_count()) if valid]
+    labels = dataset.labels[mine]
     k = min(5, len(dataset.class_names))
     top1, topk, done = 0, 0, 0
-    for scores in batch_scores(model, dataset, templates, batch_size, limit, workers):
+    for scores in batch_scores(model, dataset, templates, batch_size, mine, workers):
         truth = labels[done:done + len(scores)]
         top1 += int(topk_correct(scores, truth, 1).sum())
         topk += int(topk_correct(scores, truth, k).sum())
         done += len(scores)
         if progress is not None:
-            progress(done, len(labels))
-    return {"top1": 100.0 * top1 / done, "top5": 100.0 * topk / done, "num_images": done,
-            "num_classes": len(dataset.class_names)}
+            progress(min(done * jax.process_count(), total), total)
+    counts = np.array([top1, topk, done], np.int32)
+    if jax.process_count() > 1:
+        counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+    top1, topk, total = (int(c) for c in counts)
+    return {"top1": 100.0 * top1 / total, "top5": 100.0 * topk / total, "num_images": total,
+            "num_classes": len(dataset.class_names), "images_this_host": done}
 
 
 def evaluator(cfg, train_config):

@@ -5,8 +5,9 @@
 
 DIR is class-per-subfolder, or a flat folder with --labels; the accepted formats are in
 groupvit_jax/evaluation/classification.py. The released gcc_yfcc checkpoint scores 43.7
-top-1 on ImageNet val. On several hosts, run it on every host with --jax_distributed
-(each evaluates all the images).
+top-1 on ImageNet val. On several hosts, run it on every host (see groupvit_jax/multihost.py
+for when it joins the others by itself, else pass --jax_distributed): each scores its
+share of the images, the first prints and writes the totals.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import jax
 from absl import flags
 
 import groupvit_jax as gv
+from groupvit_jax import multihost
 from groupvit_jax.evaluation import classification
 from groupvit_jax.evaluation.segmentation import progress_line
 from input_pipeline import cli
@@ -54,22 +56,29 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def _run(args: flags.FlagValues) -> int:
-    if args.jax_distributed:
-        jax.distributed.initialize()
+    multihost.initialize(args.jax_distributed)
     dataset = classification.read_image_folder(args.data_dir, args.class_names, args.labels)
+    multihost.check_hosts_agree({"flags": multihost.flag_facts(args),
+                                 "images": [str(p) for p in dataset.paths],
+                                 "labels": dataset.labels.tolist(),
+                                 "class_names": dataset.class_names})
     model = gv.load_pretrained(args.checkpoint)
+    first = jax.process_index() == 0  # every host scores its share; the first reports
     total = len(dataset.paths[:args.limit])
-    print(f"{total} images, {len(dataset.class_names)} classes from {args.data_dir}")
+    if first:
+        print(f"{total} images, {len(dataset.class_names)} classes from {args.data_dir}")
     start = time.time()
     result = classification.evaluate(model, dataset, batch_size=args.batch_size,
-                                     limit=args.limit, progress=progress_printer())
+                                     limit=args.limit,
+                                     progress=progress_printer() if first else None)
     seconds = time.time() - start
     result.update(checkpoint=str(args.checkpoint), data_dir=str(args.data_dir),
                   seconds=round(seconds, 2), images_per_s=round(result["num_images"] / seconds, 2))
-    print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-          f"({result['num_images']} images, {result['images_per_s']} images/s)")
-    if args.out and jax.process_index() == 0:
-        cli.write_json(result, args.out)
+    if first:
+        print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+              f"({result['num_images']} images, {result['images_per_s']} images/s)")
+        if args.out:
+            cli.write_json(result, args.out)
     return cli.OK
 
 

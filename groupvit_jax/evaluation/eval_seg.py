@@ -7,8 +7,10 @@
 groupvit_jax/evaluation/datasets.py. Defaults reproduce the released protocol (template
 "a photo of a {}.", background thresholds VOC 0.95, Context 0.35, COCO-Object 0.95).
 --kmeans K segments every window into K k-means clusters of the model's final segment
-tokens (the paper's "ViT + k-means" baseline). On several hosts, run it on every host with
---jax_distributed.
+tokens (the paper's "ViT + k-means" baseline). On several hosts, run it on every host (see
+groupvit_jax/multihost.py for when it joins the others by itself, else pass
+--jax_distributed): each predicts its share of the images, the first prints and writes
+the results and every --vis_dir picture.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import jax
 from absl import flags
 
 import groupvit_jax as gv
+from groupvit_jax import multihost
 from groupvit_jax.evaluation import datasets, segmentation
 from groupvit_jax.evaluation.metrics import format_table, write_json
 from groupvit_jax.evaluation.predict import add_template_flag
@@ -46,9 +49,11 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def _run(args: flags.FlagValues) -> int:
     scale = scale_from_flags(args)
-    if args.jax_distributed:
-        jax.distributed.initialize()
+    multihost.initialize(args.jax_distributed)
     dataset = datasets.load(args.dataset, args.data_dir)
+    multihost.check_hosts_agree({"flags": multihost.flag_facts(args),
+                                 "pairs": [[str(p) for p in pair] for pair in dataset.pairs],
+                                 "class_names": dataset.class_names})
     model = gv.load_pretrained(args.checkpoint)
     predictor = segmentation.make_predictor(model, dataset, args.bg_thresh, args.template,
                                             scale, args.kmeans)

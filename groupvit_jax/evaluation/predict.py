@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from groupvit_jax.evaluation.classification import text_classifier
@@ -25,6 +24,7 @@ from groupvit_jax.evaluation.kmeans import kmeans_segments
 from groupvit_jax.evaluation.resize import RELEASED, Scale, normalize_pixels, resize_for_protocol
 from groupvit_jax.evaluation.scoring import score_windows
 from groupvit_jax.evaluation.slide import window_boxes
+from groupvit_jax.multihost import host_local
 from input_pipeline.templates import TEMPLATE_SETS
 
 DEFAULT_TEMPLATE = "a photo of a {}."
@@ -54,15 +54,6 @@ def add_template_flag(flag_values) -> None:
                         "template set of input_pipeline/templates.py", flag_values=flag_values)
     flags.register_validator("template", valid, f"needs a '{{}}' or a template set's name "
                              f"({', '.join(sorted(TEMPLATE_SETS))})", flag_values=flag_values)
-
-
-def _host_local(tree):
-    """Arrays spanning several hosts (a training state) -> full copies on this host."""
-    def local(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return multihost_utils.process_allgather(x, tiled=True)
-        return x
-    return jax.tree.map(local, tree)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "window_hw", "kmeans",
@@ -117,7 +108,7 @@ class SegmentationPredictor:
         self.window_batch = windows_per_device * self.mesh.size
         self._windows = NamedSharding(self.mesh, P("windows"))
         replicated = NamedSharding(self.mesh, P())
-        self._variables = jax.device_put(_host_local(model.variables), replicated)
+        self._variables = jax.device_put(host_local(model.variables), replicated)
         self._class_embeds = jax.device_put(
             text_classifier(model, self.class_names, self.templates), replicated)
         self._logit_scale = model.logit_scale

@@ -1,7 +1,8 @@
 """A whole zero-shot segmentation evaluation: dataset in, mIoU table out.
 
 Each host evaluates every `process_count`-th image (padded so all hosts run the same
-number of steps); the confusion matrices are summed over hosts at the end. Used by the
+number of steps); the confusion matrices are summed over hosts at the end. The first host
+alone logs and draws the pictures (every host's predictions are sent to it each step). Used by the
 `eval_seg` binary and, as kind "seg", by the trainer's periodic evaluators.
 """
 from __future__ import annotations
@@ -38,6 +39,20 @@ def _write_vis(vis_dir: Path, dataset, index: int, image, labels) -> None:
     save_png(vis_dir / f"{dataset.pairs[index][0].stem}.png", picture)
 
 
+def _every_hosts_predictions(examples, predictions, step_size: int) -> list[tuple]:
+    """(image index, label map) of every host's images of this step (a collective)."""
+    shapes = np.full((step_size, 3), -1, np.int32)  # (index, height, width); -1: none
+    for row, ((i, _, _), prediction) in enumerate(zip(examples, predictions)):
+        shapes[row] = (i, *prediction.shape)
+    shapes = np.asarray(multihost_utils.process_allgather(shapes)).reshape(-1, 3)
+    height, width = max(1, shapes[:, 1].max()), max(1, shapes[:, 2].max())
+    maps = np.zeros((step_size, height, width), np.int32)
+    for row, prediction in enumerate(predictions):
+        maps[row, :prediction.shape[0], :prediction.shape[1]] = prediction
+    maps = np.asarray(multihost_utils.process_allgather(maps)).reshape(-1, height, width)
+    return [(i, maps[row, :h, :w]) for row, (i, h, w) in enumerate(shapes) if i >= 0]
+
+
 def make_predictor(model, dataset: datasets.SegmentationDataset,
                    bg_thresh: float | None = None,
                    template: str | Sequence[str] = DEFAULT_TEMPLATE,
@@ -58,9 +73,10 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
     images (all by default)."""
     total = len(dataset) if limit is None else min(limit, len(dataset))
     mine = host_share(list(range(total)), jax.process_index(), jax.process_count())
-    if vis_dir is not None:
+    first = jax.process_index() == 0  # writes the pictures and logs
+    if vis_dir is not None and first:
         Path(vis_dir).mkdir(parents=True, exist_ok=True)
-    log = log if jax.process_index() == 0 else None
+    log = log if first else None
     metric = SegmentationMetric(dataset.class_names)
     start = last_log = time.time()
     done = 0
@@ -71,7 +87,8 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
 
     with ThreadPoolExecutor(1) as reader:  # decode the next step while this one computes
         # Enough images per step to fill the largest tower batch (1 to 3 windows each).
-        steps = batches(mine, max(1, predictor.window_batch // 2))
+        step_size = max(1, predictor.window_batch // 2)
+        steps = batches(mine, step_size)
         pending = reader.submit(read, next(steps)) if mine else None
         while pending is not None:
             examples = pending.result()
@@ -80,8 +97,15 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
             predictions = predictor.predict([image for _, image, _ in examples])
             for (i, image, label), prediction in zip(examples, predictions):
                 metric.add(prediction, label, str(dataset.pairs[i][1]))
-                if vis_dir is not None:
-                    _write_vis(Path(vis_dir), dataset, i, image, prediction)
+            if vis_dir is not None:
+                pictures = [(i, p) for (i, _, _), p in zip(examples, predictions)]
+                if jax.process_count() > 1:
+                    pictures = _every_hosts_predictions(examples, predictions, step_size)
+                if first:
+                    own = {i: image for i, image, _ in examples}
+                    for i, prediction in pictures:
+                        image = own[i] if i in own else dataset.read(i)[0]
+                        _write_vis(Path(vis_dir), dataset, i, image, prediction)
             done += len(examples) * jax.process_count()
             if log and (time.time() - last_log > PROGRESS_EVERY_S or pending is None):
                 log(progress_line(min(done, total), total, time.time() - start))

@@ -1,14 +1,18 @@
 """Trains GroupViT: `python -m groupvit_jax.train --config=configs/FILE.py[:ARG] --workdir=DIR`.
 
-Every host runs the same command. Rerunning with the same workdir resumes from the
-latest checkpoint; SIGTERM (preemption) saves one before exiting.
+Every host runs the same command (groupvit_jax/multihost.py: when it joins the others
+by itself, else pass --jax_distributed); a host given another config or other data files
+stops them all at start, naming what differs. Rerunning with the same workdir resumes
+from the latest checkpoint; SIGTERM (preemption) saves one before exiting.
 """
 
-import jax
+import dataclasses
+
 from absl import flags
 
+from groupvit_jax import multihost
 from groupvit_jax.train.trainer import quiet_orbax_logs, train_and_evaluate
-from input_pipeline import cli
+from input_pipeline import cli, mixture
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -18,11 +22,20 @@ def define_flags(fv: flags.FlagValues) -> None:
     cli.define_jax_distributed(fv)
 
 
+def _data_files(config) -> list[dict]:
+    """The converted datasets the config resolves to, manifests included."""
+    if config.data.source != "records":
+        return []
+    return [dataclasses.asdict(source)
+            for source in mixture.resolve(config.data.datasets, config.data.data_dir)]
+
+
 def _run(args: flags.FlagValues) -> int:
     config = cli.config_value(args)
     quiet_orbax_logs()
-    if args.jax_distributed:
-        jax.distributed.initialize()
+    multihost.initialize(args.jax_distributed)
+    multihost.check_hosts_agree({"--workdir": args.workdir, "config": config.to_dict(),
+                                 "data": _data_files(config)})
     train_and_evaluate(config, args.workdir)
     return cli.OK
 
