@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from groupvit_jax.evaluation.datasets import IMAGE_SUFFIXES, read_class_names
+from groupvit_jax.evaluation.metrics import check_limit
 from groupvit_jax.models.model import l2_normalize
 from input_pipeline.templates import IMAGENET_7
 
@@ -182,6 +183,9 @@ def batch_scores(model, dataset: ClassificationSet, templates: Sequence[str] = I
                  workers: int = 4) -> Iterator[np.ndarray]:
     """Per batch of the first `limit` images, in order: float32 [n, C] cosines with the
     class embeddings."""
+    check_limit(limit)
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: at least 1 image per batch.")
     classifier = text_classifier(model, dataset.class_names, templates)
     crop = model.config.vision.image_size
     for batch in _image_batches(dataset.paths[:limit], crop, batch_size, workers):
@@ -197,6 +201,7 @@ def evaluate(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGE
              batch_size: int = 64, limit: int | None = None, workers: int = 4,
              progress: Callable[[int, int], None] | None = None) -> dict:
     """Top-1 / top-5 accuracy (in %) of `model` on the first `limit` images of `dataset`."""
+    check_limit(limit)
     labels = dataset.labels[:limit]
     if not len(labels):
         raise ValueError("no images to evaluate.")

@@ -54,6 +54,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def _run(args: flags.FlagValues) -> int:
+    if args.out:
+        cli.check_writable(args.out, folder=False)
     if args.jax_distributed:
         jax.distributed.initialize()
     dataset = classification.read_image_folder(args.data_dir, args.class_names, args.labels)

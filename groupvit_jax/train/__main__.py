@@ -7,6 +7,7 @@ latest checkpoint; SIGTERM (preemption) saves one before exiting.
 import jax
 from absl import flags
 
+from groupvit_jax.train import recipe
 from groupvit_jax.train.trainer import quiet_orbax_logs, train_and_evaluate
 from input_pipeline import cli
 
@@ -20,6 +21,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def _run(args: flags.FlagValues) -> int:
     config = cli.config_value(args)
+    recipe.check(config)  # before the trainer divides by them
     quiet_orbax_logs()
     if args.jax_distributed:
         jax.distributed.initialize()
