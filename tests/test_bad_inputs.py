@@ -2,6 +2,7 @@
 with one clear line naming the value or the file, never a hang, a traceback or a
 silently wrong result. One row per input: what is run, the error class (API) or exit
 code (binary), and a fragment of the message."""
+import hashlib
 import json
 import shutil
 
@@ -11,7 +12,7 @@ from ml_collections import ConfigDict
 
 import groupvit_jax as gv
 from groupvit_jax.checkpoints import convert_weights, integrity, pretrained, torch_layout
-from groupvit_jax.evaluation import (classification, demo, eval_cls, eval_seg, segmentation)
+from groupvit_jax.evaluation import classification, demo, eval_cls, eval_seg, segmentation
 from groupvit_jax.evaluation.predict import SegmentationPredictor
 from groupvit_jax.models.pixels import normalize_pixels
 from groupvit_jax.train import __main__ as train_main
@@ -101,66 +102,52 @@ def _flip_middle(path):
     path.write_bytes(bytes(data))
 
 
-# (id, make the input in tmp_path and return the path to load, error class, fragment);
-# "{path}" in a fragment is the file the message must name.
+# (id, the file or folder of a checkpoint to damage, how: damage(model, path), error
+# class, message fragment); "{path}" in a fragment is the damaged file it must name.
 LOADS = [
-    ("pth_nan_row", lambda f, m, t: _damaged(f, m, t, "release.pth", lambda p: _nan_row(m, p)),
+    ("pth_nan_row", "release.pth", _nan_row,
      ValueError, "{path}: text_encoder.token_embedding.weight has 32 non-finite values"),
-    ("safetensors_nan_row", lambda f, m, t: _damaged(f, m, t, "hf/model.safetensors", lambda p: _nan_row(m, p)),
+    ("safetensors_nan_row", "hf/model.safetensors", _nan_row,
      ValueError, "{path}: text_model.embeddings.token_embedding.weight has 32 non-finite"),
-    ("bin_nan_row", lambda f, m, t: _damaged(f, m, t, "hf_bin/pytorch_model.bin", lambda p: _nan_row(m, p)),
+    ("bin_nan_row", "hf_bin/pytorch_model.bin", _nan_row,
      ValueError, "{path}: text_model.embeddings.token_embedding.weight has 32 non-finite"),
-    ("export_data_file_flipped",
-     lambda f, m, t: _damaged(f, m, t, "export", lambda p: _flip_middle(_largest_file(p))),
+    ("export_data_file_flipped", "export", lambda m, p: _flip_middle(_largest_file(p)),
      ValueError, "{path}/variables: " + TOKEN_EMBED + " does not match its recorded SHA-256"),
-    ("safetensors_truncated", lambda f, m, t: _damaged(f, m, t, "hf/model.safetensors", _truncate),
+    ("safetensors_truncated", "hf/model.safetensors", lambda m, p: _truncate(p),
      ValueError, "{path}: not a readable safetensors file"),
-    ("bin_truncated", lambda f, m, t: _damaged(f, m, t, "hf_bin/pytorch_model.bin", _truncate),
+    ("bin_truncated", "hf_bin/pytorch_model.bin", lambda m, p: _truncate(p),
      ValueError, "{path}: not a readable PyTorch checkpoint"),
-    ("pth_empty", lambda f, m, t: _damaged(f, m, t, "release.pth", lambda p: p.write_bytes(b"")),
+    ("pth_empty", "release.pth", lambda m, p: p.write_bytes(b""),
      ValueError, "{path}: not a readable PyTorch checkpoint"),
-    ("export_json_invalid", lambda f, m, t: _damaged(
-        f, m, t, "export/groupvit_jax.json", lambda p: p.write_text('{"format": ')),
+    ("export_json_invalid", "export/groupvit_jax.json", lambda m, p: p.write_text('{"format": '),
      ValueError, "{path}: not valid JSON"),
-    ("export_json_no_model", lambda f, m, t: _damaged(
-        f, m, t, "export/groupvit_jax.json", lambda p: _edit_json(p, lambda d: {**d, "model": None})),
+    ("export_json_no_model", "export/groupvit_jax.json",
+     lambda m, p: _edit_json(p, lambda d: {**d, "model": None}),
      ValueError, "{path}: not a valid model config"),
-    ("export_json_bad_value", lambda f, m, t: _damaged(
-        f, m, t, "export/groupvit_jax.json",
-        lambda p: _edit_json(p, lambda d: {**d, "model": {**d["model"], "vision": 3}})),
+    ("export_json_bad_value", "export/groupvit_jax.json",
+     lambda m, p: _edit_json(p, lambda d: {**d, "model": {**d["model"], "vision": 3}}),
      ValueError, "{path}: not a valid model config"),
-    ("export_json_a_list", lambda f, m, t: _damaged(
-        f, m, t, "export/groupvit_jax.json", lambda p: p.write_text("[1, 2]")),
+    ("export_json_a_list", "export/groupvit_jax.json", lambda m, p: p.write_text("[1, 2]"),
      ValueError, "{path}: format 'list'"),
-    ("export_variables_missing", lambda f, m, t: _damaged(
-        f, m, t, "export/variables", shutil.rmtree), FileNotFoundError, "{path}: missing"),
-    ("hf_json_invalid", lambda f, m, t: _damaged(
-        f, m, t, "hf/config.json", lambda p: p.write_text("{")), ValueError, "{path}: not valid JSON"),
-    ("hf_json_a_list", lambda f, m, t: _damaged(
-        f, m, t, "hf/config.json", lambda p: p.write_text("[]")),
+    ("export_variables_missing", "export/variables", lambda m, p: shutil.rmtree(p),
+     FileNotFoundError, "{path}: missing"),
+    ("hf_json_invalid", "hf/config.json", lambda m, p: p.write_text("{"),
+     ValueError, "{path}: not valid JSON"),
+    ("hf_json_a_list", "hf/config.json", lambda m, p: p.write_text("[]"),
      ValueError, "{path}: model_type is 'list'"),
-    ("hf_json_bad_value", lambda f, m, t: _damaged(
-        f, m, t, "hf/config.json",
-        lambda p: _edit_json(p, lambda d: {**d, "vision_config": {"depths": 5}})),
+    ("hf_json_bad_value", "hf/config.json",
+     lambda m, p: _edit_json(p, lambda d: {**d, "vision_config": {"depths": 5}}),
      ValueError, "{path}: not a valid model config"),
 ]
 
 
-def _damaged(files, model, tmp_path, name, damage):
-    """(the checkpoint to load, the damaged file or folder): a copy with `name` damaged."""
-    top = name.split("/")[0]
-    checkpoint = _copy(files, top, tmp_path)
-    target = tmp_path / name
-    damage(target)
-    return checkpoint, target
-
-
-@pytest.mark.parametrize("make, error, fragment", [row[1:] for row in LOADS],
+@pytest.mark.parametrize("name, damage, error, fragment", [row[1:] for row in LOADS],
                          ids=[row[0] for row in LOADS])
 def test_damaged_checkpoints_are_refused_naming_the_file(files, model, tmp_path, capsys,
-                                                         make, error, fragment):
-    checkpoint, damaged = make(files, model, tmp_path)
-    message = fragment.format(path=damaged)
+                                                         name, damage, error, fragment):
+    checkpoint = _copy(files, name.split("/")[0], tmp_path)
+    damage(model, tmp_path / name)
+    message = fragment.format(path=tmp_path / name)
     with pytest.raises(error) as caught:
         gv.load_pretrained(checkpoint)
     assert message in str(caught.value)
@@ -177,7 +164,6 @@ def test_export_checksums_round_trip(model, files, tmp_path):
     meta = json.loads((files / "export" / pretrained.META_FILE).read_text())
     leaves = dict(integrity.named_leaves(model.variables))
     assert set(meta["sha256"]) == set(leaves)
-    import hashlib
     embed = np.asarray(leaves[TOKEN_EMBED], np.float32)
     assert meta["sha256"][TOKEN_EMBED] == hashlib.sha256(embed.tobytes()).hexdigest()
     loaded = gv.load_pretrained(files / "export")
@@ -190,7 +176,7 @@ def test_export_checksums_round_trip(model, files, tmp_path):
 
 
 def test_export_refuses_non_finite_weights(model, tmp_path):
-    variables = {"params": dict(model.variables["params"]), "batch_stats": model.variables["batch_stats"]}
+    variables = {**model.variables, "params": dict(model.variables["params"])}
     variables["params"]["logit_scale"] = np.float32(np.nan)
     with pytest.raises(ValueError, match=r"\['params'\]\['logit_scale'\] has 1 non-finite"):
         gv.export(gv.PretrainedGroupViT(model.config, variables), tmp_path / "e")
