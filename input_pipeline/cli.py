@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextvars
 import errno
 import json
+import os
 import re
 import signal
 import sys
@@ -166,6 +167,25 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def check_writable(path: str | Path, folder: bool) -> Path:
+    """`path` if a binary may write it (a folder, or a file when not `folder`), checked
+    before any long work: a file where a folder is expected or the reverse, or no
+    permission, is the OSError naming it that writing would raise at the end."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        if folder:
+            raise NotADirectoryError(errno.ENOTDIR, "a file, a folder is expected", str(path))
+        raise IsADirectoryError(errno.EISDIR, "a folder, a file is expected", str(path))
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists():  # the folders to be made go under the nearest existing one
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(path))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", str(parent))
+    return path
 
 
 def write_json(document: Any, path: str | Path, **dumps_kwargs) -> Path:

@@ -75,7 +75,7 @@ def measure(images: int) -> dict:
     import jax
     import numpy as np
     from groupvit_jax.evaluation import datasets, segmentation
-    from groupvit_jax.evaluation.resize import normalize_pixels
+    from groupvit_jax.models.pixels import normalize_pixels
 
     model = random_model()
     with tempfile.TemporaryDirectory() as tmp:

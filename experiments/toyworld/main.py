@@ -36,7 +36,7 @@ def scene_classification(model, dataset, templates) -> dict:
     one of the objects in the scene (in percent); and the mIoU of painting that class
     over the whole scene, the bar that segmentation proper has to clear."""
     from groupvit_jax.evaluation.classification import text_classifier
-    from groupvit_jax.evaluation.resize import normalize_pixels
+    from groupvit_jax.models.pixels import normalize_pixels
     from groupvit_jax.models.model import l2_normalize
     classifier = text_classifier(model, dataset.query_names, templates)
     images, labels = zip(*(dataset.read(i) for i in range(len(dataset))))

@@ -27,6 +27,7 @@ def _run(args: flags.FlagValues) -> int:
     kind = pretrained.detect_format(pretrained.Path(args.src))
     if kind == "ours":
         raise ValueError(f"{args.src}: already a groupvit_jax export.")
+    pretrained.check_export_destination(args.dst, args.overwrite)
     model = pretrained.load_pretrained(args.src)
     out = pretrained.export(model, args.dst, overwrite=args.overwrite)
     n = sum(x.size for x in jax.tree.leaves(model.variables["params"]))

@@ -3,11 +3,11 @@
 Each reader returns (state dict of numpy arrays, GroupViTConfig, layout flavor).
 The architecture is read from the tensors' shapes, so a checkpoint and its
 config can never disagree; only head counts, which shapes do not show, come from
-the checkpoint's own config.
+the checkpoint's own config. A file that cannot be decoded, and weights with NaN or inf
+(corruption that still decodes), are ValueErrors naming the file.
 """
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import re
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from groupvit_jax.checkpoints import torch_layout
+from groupvit_jax.checkpoints import integrity, torch_layout
 from groupvit_jax.models.config import GroupViTConfig, TextConfig, VisionConfig
+from input_pipeline import cli
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -92,18 +93,24 @@ def _numpy_state(state) -> dict[str, np.ndarray]:
     return {k: v.detach().float().numpy() for k, v in state.items() if hasattr(v, "detach")}
 
 
-def read_nvlabs(path: Path):
+def _torch_load(path: Path, **kwargs):
     torch = _torch()
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False,
-                          pickle_module=_restricted_pickle)
-    except Exception as e:  # torch raises many kinds for a bad file
+        return torch.load(path, map_location="cpu", **kwargs)
+    except OSError:  # missing, unreadable: the OS's own message names the file
+        raise
+    except Exception as e:  # torch raises many kinds for a bad file (truncated: RuntimeError)
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e}).") from e
+
+
+def read_nvlabs(path: Path):
+    ckpt = _torch_load(path, weights_only=False, pickle_module=_restricted_pickle)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         keys = list(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: an NVlabs GroupViT checkpoint holds its weights under 'model'; "
                          f"found {keys}.")
     state = _numpy_state(ckpt["model"])
+    integrity.check_finite(state.items(), path)
     meta = _plain(ckpt.get("config")) or {}
     model_meta = meta.get("model", {}) if isinstance(meta, dict) else {}
     return state, nvlabs_config(state, model_meta, str(path)), torch_layout.NVLABS
@@ -164,18 +171,29 @@ def nvlabs_config(state, meta: dict | None = None, source="state dict") -> Group
 
 def read_hf(folder: Path):
     cfg_file = folder / "config.json"
-    hf = json.loads(cfg_file.read_text())
-    if hf.get("model_type") != "groupvit":
-        raise ValueError(f"{cfg_file}: model_type is {hf.get('model_type')!r}, not 'groupvit'.")
+    hf = cli.read_json(cfg_file)  # invalid JSON: a ValueError naming the file
+    model_type = hf.get("model_type") if isinstance(hf, dict) else type(hf).__name__
+    if model_type != "groupvit":
+        raise ValueError(f"{cfg_file}: model_type is {model_type!r}, not 'groupvit'.")
+    config = integrity.parse_config(cfg_file, lambda: hf_config(hf, cfg_file))
     weights = next((folder / f for f in HF_WEIGHT_FILES if (folder / f).exists()), None)
     if weights is None:
         raise ValueError(f"{folder}: no weights file; expected one of {HF_WEIGHT_FILES}.")
     if weights.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-        state = {k: v.astype(np.float32) for k, v in load_file(weights).items()}
+        state = _read_safetensors(weights)
     else:
-        state = _numpy_state(_torch().load(weights, map_location="cpu", weights_only=True))
-    return state, hf_config(hf, cfg_file), torch_layout.HF
+        state = _numpy_state(_torch_load(weights, weights_only=True))
+    integrity.check_finite(state.items(), weights)
+    return state, config, torch_layout.HF
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+        return {k: v.astype(np.float32) for k, v in load_file(path).items()}
+    except SafetensorError as e:  # truncated or damaged
+        raise ValueError(f"{path}: not a readable safetensors file ({e}).") from e
 
 
 def hf_config(hf: dict, source="config.json") -> GroupViTConfig:

@@ -33,6 +33,7 @@ from PIL import Image
 
 from groupvit_jax.checkpoints.pretrained import PretrainedGroupViT
 from groupvit_jax.evaluation.datasets import IMAGE_SUFFIXES, read_class_names
+from groupvit_jax.evaluation.metrics import check_limit
 from groupvit_jax.models.model import l2_normalize
 from groupvit_jax.multihost import host_local
 from input_pipeline.eval_readers import host_share
@@ -187,6 +188,8 @@ def batch_scores(model, dataset: ClassificationSet, templates: Sequence[str] = I
                  workers: int = 4) -> Iterator[np.ndarray]:
     """Per batch of the images at `indices` (default: all), in order: float32 [n, C]
     cosines with the class embeddings."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: at least 1 image per batch.")
     classifier = text_classifier(model, dataset.class_names, templates)
     crop = model.config.vision.image_size
     paths = dataset.paths if indices is None else [dataset.paths[i] for i in indices]
@@ -217,6 +220,7 @@ def evaluate(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGE
     Each host scores every `process_count`-th image (`images_this_host` of them); the hit
     counts are summed over hosts (every host returns the totals). The image tower runs on this host's devices only,
     so hosts need not run the same number of batches."""
+    check_limit(limit)
     total = len(dataset.labels[:limit])
     if not total:
         raise ValueError("no images to evaluate.")

@@ -21,8 +21,7 @@ from groupvit_jax.evaluation import pictures
 from groupvit_jax.evaluation import predict_segmentation
 from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE, add_template_flag
 from groupvit_jax.evaluation.scoring import group_probabilities
-from groupvit_jax.evaluation.resize import (RELEASED, Scale, add_scale_flags, normalize_pixels,
-                                            scale_from_flags)
+from groupvit_jax.evaluation.resize import RELEASED, Scale, add_scale_flags, scale_from_flags
 from input_pipeline import cli
 from input_pipeline.eval_readers import read_image, rescaled_size
 
@@ -61,7 +60,7 @@ def stage_group_maps(model, image: np.ndarray, scale: Scale = RELEASED) -> list[
     grid = (max(1, round(height / patch)), max(1, round(width / patch)))
     resized_hw = (grid[0] * patch, grid[1] * patch)
     resized = cv2.resize(image, resized_hw[::-1], interpolation=cv2.INTER_LINEAR)
-    soft_maps = model.encode_image(normalize_pixels(resized[None]))["soft_maps"]
+    soft_maps = model.encode_image(resized[None])["soft_maps"]  # uint8: normalised by the model
     # The evaluation's own chaining and upsampling, so the demo's groups are its groups.
     return [nearest_resize(np.argmax(group_probabilities(soft_maps[:stage], grid, resized_hw)[0],
                                      -1).astype(np.int32), image.shape[:2])
@@ -95,8 +94,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("classes", None, 'comma-separated, e.g. "cat,dog,grass"',
                         flag_values=fv, required=True)
     flags.DEFINE_string("out", None, "folder for the pictures", flag_values=fv, required=True)
-    flags.DEFINE_float("bg_thresh", 0.95, "background below this score (VOC 0.95, Context 0.35)",
-                       flag_values=fv)
+    flags.DEFINE_float("bg_thresh", 0.95, "background below this score, in [0, 1] (VOC 0.95, "
+                       "Context 0.35)", lower_bound=0, upper_bound=1, flag_values=fv)
     flags.DEFINE_bool("no_background", False, "every pixel gets a class; no background",
                       flag_values=fv)
     add_template_flag(fv)
@@ -106,6 +105,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 def _run(args: flags.FlagValues) -> int:
     class_names = parse_classes(args.classes)
     scale = scale_from_flags(args)
+    cli.check_writable(args.out, folder=True)  # before the model's work, not after it
     if not Path(args.image).is_file():
         raise FileNotFoundError(f"{args.image}: image not found.")
     image = read_image(args.image)

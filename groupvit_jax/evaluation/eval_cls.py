@@ -56,6 +56,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def _run(args: flags.FlagValues) -> int:
+    if args.out:
+        cli.check_writable(args.out, folder=False)
     multihost.initialize(args.jax_distributed)
     dataset = classification.read_image_folder(args.data_dir, args.class_names, args.labels)
     multihost.check_hosts_agree({"flags": multihost.flag_facts(args),

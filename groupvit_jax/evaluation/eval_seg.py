@@ -38,7 +38,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                         flag_values=fv)
     flags.DEFINE_integer("limit", None, "only the first N images", lower_bound=1,
                          flag_values=fv)
-    flags.DEFINE_float("bg_thresh", None, "default: the dataset's", flag_values=fv)
+    flags.DEFINE_float("bg_thresh", None, "background below this score, in [0, 1]; default: "
+                       "the dataset's", lower_bound=0, upper_bound=1, flag_values=fv)
     add_template_flag(fv)
     flags.DEFINE_integer("kmeans", 0, "segment each window into K k-means clusters of the final "
                          "segment tokens (the ViT + k-means baseline); 0: the model's own "
@@ -49,6 +50,9 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def _run(args: flags.FlagValues) -> int:
     scale = scale_from_flags(args)
+    for path, folder in ((args.out, False), (args.vis_dir, True)):
+        if path:
+            cli.check_writable(path, folder)
     multihost.initialize(args.jax_distributed)
     dataset = datasets.load(args.dataset, args.data_dir)
     multihost.check_hosts_agree({"flags": multihost.flag_facts(args),

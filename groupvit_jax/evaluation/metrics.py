@@ -57,6 +57,13 @@ class SegmentationMetric:
         }
 
 
+def check_limit(limit: int | None) -> None:
+    """An evaluation's `limit` (first N images) is None (all) or at least 1: 0 would
+    report NaN metrics, and a negative one drop images from the end."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit!r}: evaluate at least 1 image (None: all).")
+
+
 def _percent(x) -> float:
     return float(100.0 * x)
 

@@ -21,7 +21,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from groupvit_jax.evaluation.classification import text_classifier
 from groupvit_jax.evaluation.assemble import label_map
 from groupvit_jax.evaluation.kmeans import kmeans_segments
-from groupvit_jax.evaluation.resize import RELEASED, Scale, normalize_pixels, resize_for_protocol
+from groupvit_jax.evaluation.resize import RELEASED, Scale, resize_for_protocol
+from groupvit_jax.models.pixels import normalize_pixels
 from groupvit_jax.evaluation.scoring import score_windows
 from groupvit_jax.evaluation.slide import window_boxes
 from groupvit_jax.multihost import host_local
@@ -97,6 +98,8 @@ class SegmentationPredictor:
         if not isinstance(kmeans, (int, np.integer)) or kmeans < 0:
             raise ValueError(f"kmeans={kmeans!r}: expected a number of clusters >= 1, or 0 "
                              "for the model's own segments.")
+        if not 0 <= bg_thresh <= 1:
+            raise ValueError(f"bg_thresh={bg_thresh!r}: a score threshold in [0, 1].")
         self.kmeans = int(kmeans)
         self.model = model
         self.class_names = tuple(class_names)

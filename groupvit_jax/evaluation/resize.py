@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from input_pipeline import cli
 from input_pipeline.eval_readers import resize_short_side
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +39,6 @@ class Scale:
 
 RELEASED = Scale()
 
-# mmseg's img_norm_cfg (RGB order, 0-255 scale): ImageNet's statistics.
-PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-# mmcv multiplies by the reciprocal of the std (computed in float64, applied in float32).
-PIXEL_INV_STD = (1.0 / np.array([58.395, 57.12, 57.375], np.float64)).astype(np.float32)
-
 
 def resize_for_protocol(image: np.ndarray, scale: Scale = RELEASED) -> np.ndarray:
     """RGB uint8 [H, W, 3] -> uint8 with short side 448 (long side <= 2048) or `scale`'s."""
@@ -67,11 +60,6 @@ def scale_from_flags(args: flags.FlagValues) -> Scale:
                         for field in dataclasses.fields(Scale)})
     except ValueError as e:
         raise cli.UsageError(f"--stride, --window: {e}") from e
-
-
-def normalize_pixels(images):
-    """uint8 (any leading shape, RGB last) -> float32 ImageNet-normalised, as mmcv."""
-    return (jnp.asarray(images).astype(jnp.float32) - PIXEL_MEAN) * PIXEL_INV_STD
 
 
 def bilinear_taps(in_size: int, out_size: int):

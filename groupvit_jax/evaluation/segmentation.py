@@ -18,7 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from groupvit_jax.evaluation import datasets
-from groupvit_jax.evaluation.metrics import SegmentationMetric
+from groupvit_jax.evaluation.metrics import SegmentationMetric, check_limit
 from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE, SegmentationPredictor
 from groupvit_jax.evaluation.resize import RELEASED, Scale
 from groupvit_jax.evaluation.pictures import render_segmentation, save_png
@@ -71,6 +71,7 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
              log: Callable[[str], None] | None = print) -> dict:
     """mIoU, aAcc, per-class IoU/Acc (percent) and run facts for `dataset`'s first `limit`
     images (all by default)."""
+    check_limit(limit)
     total = len(dataset) if limit is None else min(limit, len(dataset))
     mine = host_share(list(range(total)), jax.process_index(), jax.process_count())
     first = jax.process_index() == 0  # writes the pictures and logs

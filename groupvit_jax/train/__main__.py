@@ -11,6 +11,7 @@ import dataclasses
 from absl import flags
 
 from groupvit_jax import multihost
+from groupvit_jax.train import recipe
 from groupvit_jax.train.trainer import quiet_orbax_logs, train_and_evaluate
 from input_pipeline import cli, mixture
 
@@ -32,6 +33,7 @@ def _data_files(config) -> list[dict]:
 
 def _run(args: flags.FlagValues) -> int:
     config = cli.config_value(args)
+    recipe.check(config)  # before the trainer divides by them
     quiet_orbax_logs()
     multihost.initialize(args.jax_distributed)
     multihost.check_hosts_agree({"--workdir": args.workdir, "config": config.to_dict(),

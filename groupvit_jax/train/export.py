@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import flags
 
-from groupvit_jax.checkpoints import pretrained
+from groupvit_jax.checkpoints import integrity, pretrained
 from groupvit_jax.models.config import GroupViTConfig
 from input_pipeline import cli
 
@@ -25,7 +25,8 @@ def read_training_checkpoint(workdir, step: int | None = None) -> pretrained.Pre
     config_file = workdir / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file}: missing; is {workdir} a training workdir?")
-    model = GroupViTConfig.from_dict(cli.read_json(config_file)["model"])
+    document = cli.read_json(config_file)
+    model = integrity.parse_config(config_file, lambda: GroupViTConfig.from_dict(document["model"]))
     mgr = ocp.CheckpointManager(workdir.absolute() / "checkpoints")
     steps = mgr.all_steps()
     if not steps:
@@ -51,11 +52,12 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("out", None, "the export folder to write", flag_values=fv,
                         required=True)
     flags.DEFINE_integer("step", None, "the checkpoint's step; default: the latest",
-                         flag_values=fv)
+                         lower_bound=0, flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "replace a non-empty --out", flag_values=fv)
 
 
 def _run(args: flags.FlagValues) -> int:
+    pretrained.check_export_destination(args.out, args.overwrite)
     model = read_training_checkpoint(args.workdir, args.step)
     out = pretrained.export(model, args.out, overwrite=args.overwrite)
     print(f"exported {args.workdir} -> {out}")

@@ -67,7 +67,26 @@ def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
     return c
 
 
+def check(config) -> None:
+    """The counts the schedule divides by and the loop steps with are in range: a
+    ValueError naming the first that is not (global_batch=0 would divide by zero)."""
+    at_least = (("data.global_batch", config.data.global_batch, 1),
+                ("data.examples_per_epoch", config.data.examples_per_epoch, 1),
+                ("grad_accum_steps", config.grad_accum_steps, 1),
+                ("warmup_epochs", config.warmup_epochs, 0),
+                ("log_every_steps", config.log_every_steps, 1),
+                ("checkpoint_every_steps", config.checkpoint_every_steps, 1),
+                ("keep_checkpoints", config.keep_checkpoints, 1))
+    for name, value, low in at_least:
+        if not value >= low:
+            raise ValueError(f"config {name}={value!r}: must be >= {low}.")
+    if config.total_steps <= 0 and not config.epochs >= 1:
+        raise ValueError(f"config epochs={config.epochs!r}: must be >= 1 when total_steps "
+                         f"({config.total_steps}) does not set the length.")
+
+
 def steps_per_epoch(config) -> int:
+    check(config)
     return max(config.data.examples_per_epoch // config.data.global_batch, 1)
 
 

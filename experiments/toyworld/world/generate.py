@@ -93,7 +93,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("eval", 200, "held-out segmentation scenes", lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_integer("size", 64, "image side in pixels", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "the training world's seed", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "the training world's seed", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("workers", 2, "processes", lower_bound=1, flag_values=fv)
 
 
