@@ -38,11 +38,13 @@ def folder_dataset(tmp_path_factory):
 # files first keeps both busy to the end instead of leaving one with the toy world's
 # end-to-end run while the other idles. Files not named here follow, in their usual order.
 LONGEST_FIRST = (
-    "test_toyworld.py", "test_multiprocess.py", "test_train.py", "test_train_step.py",
-    "test_multihost.py", "test_train_dataset.py", "test_accumulation.py", "test_hf_parity.py", "test_model.py",
+    "test_toyworld.py", "test_multiprocess.py", "test_train.py", "test_train_faults.py",
+    "test_kill.py", "test_train_step.py", "test_multihost.py", "test_train_dataset.py",
+    "test_accumulation.py", "test_hf_parity.py", "test_model.py", "test_bad_inputs.py",
     "test_eval_sharding.py", "test_checkpoints.py", "test_eval_classification.py",
     "test_eval_binary.py", "test_eval_protocol.py", "test_convert.py", "test_demo.py",
-    "test_vit_baseline.py", "test_augment.py", "test_kmeans.py", "test_losses.py",
+    "test_stream_faults.py", "test_vit_baseline.py", "test_augment.py", "test_kmeans.py",
+    "test_losses.py",
 )
 
 
