@@ -243,19 +243,21 @@ def test_uint8_images_are_normalised_by_the_model(model):
 
 
 def _config_with(**data):
-    config = ConfigDict({"data": {"global_batch": 8, "examples_per_epoch": 100},
+    config = ConfigDict({"data": {"global_batch": 8, "examples_per_epoch": 100,
+                                  "num_prompts": 3},
                          "grad_accum_steps": 1, "warmup_epochs": 1.0, "log_every_steps": 1,
                          "checkpoint_every_steps": 1, "keep_checkpoints": 1, "epochs": 2,
-                         "total_steps": -1})
+                         "total_steps": -1, "multi_label_weight": 1.0,
+                         "optim": {"base_lr": 1e-3, "exclude_extra_from_decay": False}})
     config.data.update(data)
     return config
 
 
 def test_config_counts_are_checked():
     assert recipe.total_steps(_config_with()) == 2 * 12
-    with pytest.raises(ValueError, match=r"config data.global_batch=0: must be >= 1"):
+    with pytest.raises(ValueError, match=r"config data.global_batch=0: must be a finite number >= 1"):
         recipe.total_steps(_config_with(global_batch=0))
-    with pytest.raises(ValueError, match=r"config data.examples_per_epoch=-5: must be >= 1"):
+    with pytest.raises(ValueError, match=r"config data.examples_per_epoch=-5: must be a finite number >= 1"):
         recipe.warmup_steps(_config_with(examples_per_epoch=-5))
 
 
@@ -324,10 +326,17 @@ COMMANDS = [
      "{file}: a file, a folder is expected"),
     ("train_global_batch_0", train_main, ["--config=configs/gcc_yfcc_2stage.py:runlocal",
                                           "--config.data.global_batch=0", "--workdir={tmp}/w"],
-     3, "config data.global_batch=0: must be >= 1"),
+     3, "config data.global_batch=0: must be a finite number >= 1"),
     ("train_grad_accum_0", train_main, ["--config=configs/gcc_yfcc_2stage.py:runlocal",
                                         "--config.grad_accum_steps=0", "--workdir={tmp}/w"],
-     3, "config grad_accum_steps=0: must be >= 1"),
+     3, "config grad_accum_steps=0: must be a finite number >= 1"),
+    ("train_num_prompts_negative", train_main, ["--config=configs/gcc_yfcc_2stage.py:runlocal",
+                                                "--config.data.num_prompts=-1",
+                                                "--workdir={tmp}/w"],
+     3, "config data.num_prompts=-1: must be a finite number >= 0"),
+    ("train_lr_nan", train_main, ["--config=configs/gcc_yfcc_2stage.py:runlocal",
+                                  "--config.optim.base_lr=nan", "--workdir={tmp}/w"],
+     3, "config optim.base_lr=nan: must be a finite number >= 0"),
 ]
 
 

@@ -12,7 +12,7 @@ from absl import flags
 
 from groupvit_jax import multihost
 from groupvit_jax.train import recipe
-from groupvit_jax.train.trainer import quiet_orbax_logs, train_and_evaluate
+from groupvit_jax.train.trainer import NonFiniteLossError, quiet_orbax_logs, train_and_evaluate
 from input_pipeline import cli, mixture
 
 
@@ -42,7 +42,8 @@ def _run(args: flags.FlagValues) -> int:
     return cli.OK
 
 
-main = cli.binary(define_flags, _run)
+# A loss that turned NaN is reported in one line: its message says what to do.
+main = cli.binary(define_flags, _run, data_errors=(NonFiniteLossError,))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ A config file calls `recipe(...)` for its dataset mixture and model, then
 """
 from __future__ import annotations
 
+import math
+
 from ml_collections import ConfigDict
 
 from groupvit_jax.models.config import GroupViTConfig, TextConfig, VisionConfig
@@ -76,10 +78,14 @@ def check(config) -> None:
                 ("warmup_epochs", config.warmup_epochs, 0),
                 ("log_every_steps", config.log_every_steps, 1),
                 ("checkpoint_every_steps", config.checkpoint_every_steps, 1),
-                ("keep_checkpoints", config.keep_checkpoints, 1))
+                ("keep_checkpoints", config.keep_checkpoints, 1),
+                ("data.num_prompts", config.data.num_prompts, 0),
+                ("multi_label_weight", config.multi_label_weight, 0),
+                *((f"optim.{k}", v, 0) for k, v in config.optim.items()
+                  if isinstance(v, float)))
     for name, value, low in at_least:
-        if not value >= low:
-            raise ValueError(f"config {name}={value!r}: must be >= {low}.")
+        if not value >= low or not math.isfinite(value):  # `not >=`: NaN fails too
+            raise ValueError(f"config {name}={value!r}: must be a finite number >= {low}.")
     if config.total_steps <= 0 and not config.epochs >= 1:
         raise ValueError(f"config epochs={config.epochs!r}: must be >= 1 when total_steps "
                          f"({config.total_steps}) does not set the length.")
