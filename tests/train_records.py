@@ -35,6 +35,7 @@ def write_dataset(folder, name, shard_sizes, tagger="pattern", bad=()):
                 writer.write(records.encode_example(f"{name}/{s}/{i}", image,
                                                     f"a dog number {s} {i}", nouns))
         shards.append({"file": file, "num_examples": size})
+    records.write_tfds_metadata(folder, name, list(shard_sizes))
     records.write_manifest(folder, {"format": records.FORMAT, "name": name, "shards": shards,
                                     "num_examples": sum(shard_sizes), "nouns": {"tagger": tagger}})
     return folder
