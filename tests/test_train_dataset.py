@@ -10,7 +10,7 @@ from tensorflow.core.example import example_pb2
 
 from input_pipeline.templates import CLIP_80
 from input_pipeline.clip_tokenizer import get_tokenizer
-from input_pipeline import mixture
+from input_pipeline import fields, mixture
 from input_pipeline.resumable import ResumableBatches
 from input_pipeline.train_dataset import create_train_dataset, serialized_stream
 from tests.train_records import write_dataset
@@ -42,20 +42,27 @@ def stream_ids(config, count, process_index=0, process_count=1):
     return out
 
 
-@pytest.mark.parametrize("shard_sizes", [(3, 4, 5, 6), (10,)], ids=["by_file", "by_example"])
-def test_two_hosts_see_disjoint_parts_whose_union_is_the_dataset(tmp_path, shard_sizes):
+@pytest.mark.parametrize("shard_sizes", [(3, 4, 5, 6), (10,)], ids=["shards", "one_shard"])
+def test_two_hosts_read_the_even_halves_tfds_gives_them(tmp_path, shard_sizes):
+    import tensorflow_datasets as tfds
     write_dataset(tmp_path / "d", "d", shard_sizes)
     config = make_config(tmp_path, {"d": 1.0})
-    if len(shard_sizes) == 4:  # by file: host 0 reads shards 0 and 2, host 1 shards 1 and 3
-        parts = [{f"d/{s}/{i}" for s in shards for i in range(shard_sizes[s])}
-                 for shards in ((0, 2), (1, 3))]
-    else:  # by example: both read the shard, host h keeps examples h, h + 2, ...
-        parts = [{f"d/0/{i}" for i in range(h, 10, 2)} for h in (0, 1)]
+    in_order = [f"d/{s}/{i}" for s, n in enumerate(shard_sizes) for i in range(n)]
+    half = len(in_order) // 2
+    parts = [set(in_order[:half]), set(in_order[half:])]  # tfds.even_splits
+    builder = tfds.builder_from_directory(str(tmp_path / "d"))
+    for h, part in enumerate(parts):
+        split = tfds.split_for_jax_process("train", process_index=h, process_count=2)
+        ids = {e["id"].decode() for e in tfds.as_numpy(builder.as_dataset(split=split))}
+        assert ids == part
     seen = [set(stream_ids(config, 60, h, 2)) for h in (0, 1)]  # several epochs each
     assert seen == parts
-    assert not parts[0] & parts[1]
-    assert parts[0] | parts[1] == {f"d/{s}/{i}" for s, n in enumerate(shard_sizes)
-                                   for i in range(n)}
+
+
+def test_more_hosts_than_examples_is_a_clear_error(tmp_path):
+    write_dataset(tmp_path / "d", "d", (2,))
+    with pytest.raises(ValueError, match="dataset d has 2 examples, fewer than the 3 hosts"):
+        stream_ids(make_config(tmp_path, {"d": 1.0}), 1, 2, 3)
 
 
 def test_block_shuffle_permutes_within_blocks(tmp_path):
@@ -129,7 +136,7 @@ def test_corrupt_records_and_undecodable_images_are_skipped_and_counted(tmp_path
 
 def test_mixture_probabilities_scale_example_counts():
     def source(n, w):
-        return mixture.Source("x", "x", w, {"num_examples": n})
+        return mixture.Source("x", w, n, None, "train", fields.CONVERTED)
     assert mixture.probabilities([source(10, 1.0), source(30, 1.0)]) == [0.25, 0.75]
     assert mixture.probabilities([source(10, 3.0), source(30, 1.0)]) == [0.5, 0.5]
 
