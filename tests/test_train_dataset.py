@@ -13,6 +13,7 @@ from input_pipeline.clip_tokenizer import get_tokenizer
 from input_pipeline import fields, mixture
 from input_pipeline.resumable import ResumableBatches
 from input_pipeline.train_dataset import create_train_dataset, serialized_stream
+from tests.tfds_data import CAPTIONS, write_captions
 from tests.train_records import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +109,11 @@ def test_batches_have_the_train_layout_and_clip_tokens(tmp_path):
 def test_resumed_stream_continues_exactly(tmp_path):
     write_dataset(tmp_path / "a", "a", (5, 6, 7))
     write_dataset(tmp_path / "b", "b", (4,))
-    config = make_config(tmp_path, {"a": 1.0, str(tmp_path / "b"): 2.0}, shuffle_buffer=3)
+    write_captions(tmp_path, 9)  # a tfds: dataset too: three parsers, nouns found online
+    config = make_config(tmp_path, {"a": 1.0, str(tmp_path / "b"): 2.0, f"tfds:{CAPTIONS}": 1.0},
+                         shuffle_buffer=3)
+    config.data.tfds_fields.caption = "captions/text"
+    config.data.tfds_fields.caption_choice = "seeded"
     stream = ResumableBatches(config, process_index=0, process_count=1, chunk=5)
     for _ in range(3):
         next(stream)
@@ -175,6 +180,52 @@ def test_records_without_nouns_get_them_online(tmp_path):
         prompt_tokens = {tuple(t) for t in clip(sorted(nouns_prompts))}
         assert tuple(row[1]) in prompt_tokens and tuple(row[2]) in prompt_tokens
         np.testing.assert_array_equal(row[3], clip([f"a dog number 0 {index}"])[0])
+
+
+def _caption_config(tmp_path, choice):
+    write_captions(tmp_path, 8)
+    config = make_config(tmp_path, {f"tfds:{CAPTIONS}": 1.0})
+    config.data.tfds_fields.caption = "captions/text"
+    config.data.tfds_fields.caption_choice = choice
+    return config
+
+
+def test_a_prepared_tfds_dataset_trains_without_conversion(tmp_path):
+    """Nested captions, the first one taken; no nouns stored: found online."""
+    batch = _batches(_caption_config(tmp_path, "first"), 1)[0]
+    clip = get_tokenizer(77)
+    nouns_prompts = {t.format(n) for t in CLIP_80 for n in ("dog", "number")}
+    prompt_tokens = {tuple(t) for t in clip(sorted(nouns_prompts))}
+    for row, index in zip(batch["tokens"], batch["example_index"]):
+        np.testing.assert_array_equal(row[0], clip([f"a dog number 0 {index}"])[0])
+        assert tuple(row[1]) in prompt_tokens and tuple(row[2]) in prompt_tokens
+
+
+def test_seeded_caption_choice_draws_each_caption_reproducibly(tmp_path):
+    config = _caption_config(tmp_path, "seeded")
+    clip = get_tokenizer(77)
+
+    def drawn():
+        batches = _batches(config, 4)  # 16 examples: two passes over the 8
+        return [int(np.array_equal(row[0], clip([f"a red cat {i}"])[0]))
+                for b in batches for row, i in zip(b["tokens"], b["example_index"] % 8)]
+    first = drawn()
+    assert first == drawn()
+    assert 0 < sum(first) < 16  # both captions drawn
+
+
+def test_tfds_fields_and_names_are_checked(tmp_path):
+    write_captions(tmp_path, 2)
+    fields_config = {"image": "image", "caption": "caption", "nouns": "",
+                     "caption_choice": "first"}
+    with pytest.raises(ValueError, match=r"tfds:tiny_captions: no feature 'caption'"):
+        mixture.resolve({f"tfds:{CAPTIONS}": 1.0}, str(tmp_path), fields_config)
+    with pytest.raises(FileNotFoundError, match=r"no prepared split 'validation' of "
+                                                r"'tiny_captions'.*tfds build tiny_captions"):
+        mixture.resolve({f"tfds:{CAPTIONS}:validation": 1.0}, str(tmp_path), fields_config)
+    with pytest.raises(ValueError, match="caption_choice='random'"):
+        mixture.resolve({f"tfds:{CAPTIONS}": 1.0}, str(tmp_path),
+                        {**fields_config, "caption_choice": "random"})
 
 
 @pytest.mark.slow

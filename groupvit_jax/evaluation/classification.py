@@ -13,6 +13,13 @@ Layouts (`read_image_folder`):
   CLIP's ImageNet class names. The devkit's one-column ground truth (1-based ids in the
   devkit's own order) is not accepted.
 
+- a TFDS dataset (`read_tfds`, `tfds:NAME[:SPLIT]`, e.g. `tfds:imagenet2012`, split
+  "validation" unless given) that TFDS has prepared, with an Image feature "image" and a
+  ClassLabel "label": images in the split's order. Names come from a names file, or
+  without one from the ClassLabel's names. imagenet2012's names are WordNet ids
+  ("n01440764") and its labels are in sorted-synset order: pass CLIP's class names, as
+  for Caffe's `val.txt`.
+
 Scoring: class embeddings are the projected text embeddings averaged over the templates
 (`IMAGENET_7`) and then L2-normalised; an image's score for a class is the cosine with
 its pooled image embedding (no temperature). Images are resized so the short side is
@@ -22,9 +29,11 @@ to the model's training size (224) and ImageNet-normalised.
 from __future__ import annotations
 
 import dataclasses
+import io
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -40,11 +49,20 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 TEXT_CHUNK = 256  # prompts per text-tower call at most
 
 
+TFDS_PREFIX = "tfds:"
+
+
 @dataclasses.dataclass(frozen=True)
 class ClassificationSet:
-    paths: tuple[Path, ...]
+    paths: tuple[Path, ...]  # the image files; () for a TFDS dataset
     labels: np.ndarray  # int64 [N], indices into class_names
     class_names: tuple[str, ...]
+    # A TFDS dataset's first `limit` (None: all) images, encoded, in order.
+    encoded: Callable[[int | None], Iterator[bytes]] | None = None
+
+    def images(self, limit: int | None = None) -> Iterable[Path | bytes]:
+        """The first `limit` images, as `preprocess` takes them."""
+        return self.encoded(limit) if self.encoded is not None else self.paths[:limit]
 
 
 def _is_image(path: Path) -> bool:
@@ -123,18 +141,72 @@ def read_image_folder(data_dir: str | Path, class_names: str | Path | None = Non
     return _flat_folder(root, Path(labels), read_class_names(class_names, unique=False))
 
 
-def preprocess(path: Path, crop: int) -> np.ndarray:
+def read_tfds(spec: str, class_names: str | Path | None = None,
+              data_dir: str | None = None) -> ClassificationSet:
+    """`tfds:NAME[:SPLIT]` (split "validation" by default) from TFDS's `data_dir` (None:
+    TFDS_DATA_DIR or its default); see the module doc."""
+    import tensorflow_datasets as tfds
+
+    name, _, split = spec[len(TFDS_PREFIX):].partition(":")
+    split = split or "validation"
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        num_examples = builder.info.splits[split].num_examples  # KeyError: not prepared
+    except (tfds.core.registered.DatasetNotFoundError, KeyError, ValueError) as e:
+        where = data_dir or "TFDS's data_dir (TFDS_DATA_DIR, default ~/tensorflow_datasets)"
+        raise FileNotFoundError(f"{spec}: no prepared split {split!r} of {name!r} in {where}; "
+                                f"prepare it with `tfds build {name}` ({e})") from e
+    if not num_examples:
+        raise ValueError(f"{spec}: split {split!r} has no examples.")
+    features = builder.info.features
+    if not isinstance(features.get("image"), tfds.features.Image) or not isinstance(
+            features.get("label"), tfds.features.ClassLabel):
+        raise ValueError(f"{spec}: needs an Image feature 'image' and a ClassLabel 'label'; "
+                         f"has {features}")
+    if class_names is None:
+        names = tuple(n.replace("_", " ") for n in features["label"].names)
+    else:
+        names = read_class_names(class_names, unique=False)
+        if len(names) != features["label"].num_classes:
+            raise ValueError(f"{class_names} has {len(names)} class names, {spec} has "
+                             f"{features['label'].num_classes} classes.")
+    labels_only = builder.as_dataset(split=split, shuffle_files=False,
+                                     decoders=tfds.decode.PartialDecoding({"label": True}))
+    labels = np.array([e["label"] for e in tfds.as_numpy(labels_only)], np.int64)
+
+    def encoded(limit: int | None) -> Iterator[bytes]:
+        ds = builder.as_dataset(split=split, shuffle_files=False,
+                                decoders={"image": tfds.decode.SkipDecoding()})
+        for example in tfds.as_numpy(ds.take(-1 if limit is None else limit)):
+            yield example["image"]
+    return ClassificationSet((), labels, names, encoded)
+
+
+def read_dataset(data_dir: str | Path, class_names: str | Path | None = None,
+                 labels: str | Path | None = None,
+                 tfds_data_dir: str | None = None) -> ClassificationSet:
+    """`read_tfds` for `tfds:...`, else `read_image_folder`."""
+    if str(data_dir).startswith(TFDS_PREFIX):
+        if labels is not None:
+            raise ValueError(f"{data_dir}: a TFDS dataset has its labels; drop the labels "
+                             f"file {labels}.")
+        return read_tfds(str(data_dir), class_names, tfds_data_dir)
+    return read_image_folder(data_dir, class_names, labels)
+
+
+def preprocess(image: Path | bytes, crop: int) -> np.ndarray:
     """float32 [crop, crop, 3], ImageNet-normalised: short side to 256/224 * crop (PIL
-    bilinear, long side truncated as torchvision does), then the centre crop."""
+    bilinear, long side truncated as torchvision does), then the centre crop. `image`:
+    a file, or encoded bytes."""
     short = int(256 / 224 * crop)
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        w, h = image.size
+    with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as opened:
+        opened = opened.convert("RGB")
+        w, h = opened.size
         size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-        image = image.resize(size, Image.BILINEAR)
+        opened = opened.resize(size, Image.BILINEAR)
     # torchvision rounds the offset half to even (Python's round), e.g. 5.5 -> 6, 6.5 -> 6.
     left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
-    pixels = np.asarray(image, np.float32)[top:top + crop, left:left + crop] / 255.0
+    pixels = np.asarray(opened, np.float32)[top:top + crop, left:left + crop] / 255.0
     return (pixels - IMAGENET_MEAN) / IMAGENET_STD
 
 
@@ -157,13 +229,14 @@ def text_classifier(model, class_names: Sequence[str],
     return np.asarray(l2_normalize(embeds.mean(axis=1)))
 
 
-def _image_batches(paths: Sequence[Path], crop: int, batch_size: int,
+def _image_batches(images: Iterable[Path | bytes], crop: int, batch_size: int,
                    workers: int) -> Iterator[np.ndarray]:
     """Batches of preprocessed images; the next batch decodes while this one runs."""
+    images = iter(images)
     with ThreadPoolExecutor(workers) as pool:
         pending = None
-        for start in range(0, len(paths), batch_size):
-            futures = [pool.submit(preprocess, p, crop) for p in paths[start:start + batch_size]]
+        while chunk := list(itertools.islice(images, batch_size)):
+            futures = [pool.submit(preprocess, image, crop) for image in chunk]
             if pending is not None:
                 yield np.stack([f.result() for f in pending])
             pending = futures
@@ -184,7 +257,7 @@ def batch_scores(model, dataset: ClassificationSet, templates: Sequence[str] = I
     class embeddings."""
     classifier = text_classifier(model, dataset.class_names, templates)
     crop = model.config.vision.image_size
-    for batch in _image_batches(dataset.paths[:limit], crop, batch_size, workers):
+    for batch in _image_batches(dataset.images(limit), crop, batch_size, workers):
         n = len(batch)
         # A full batch every call: one compiled shape, the padding's scores dropped.
         padded = np.zeros((batch_size, *batch.shape[1:]), np.float32)
@@ -214,10 +287,12 @@ def evaluate(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGE
 
 
 def evaluator(cfg, train_config):
-    """Periodic evaluator "classification": zero-shot top-1/top-5 on an ImageNet-layout folder. cfg: data_dir, and optionally
-    class_names (file), labels (file, flat layout), limit, batch_size."""
+    """Periodic evaluator "classification": zero-shot top-1/top-5 on an ImageNet-layout folder
+    or a TFDS dataset. cfg: data_dir (a folder or tfds:NAME[:SPLIT]), and optionally
+    class_names (file), labels (file, flat layout), tfds_data_dir, limit, batch_size."""
     del train_config  # the folder and the model's own image size say everything needed
-    dataset = read_image_folder(cfg.data_dir, cfg.get("class_names"), cfg.get("labels"))
+    dataset = read_dataset(cfg.data_dir, cfg.get("class_names"), cfg.get("labels"),
+                           cfg.get("tfds_data_dir"))
     limit, batch_size = cfg.get("limit"), cfg.get("batch_size", 64)
 
     def run(model):
