@@ -159,17 +159,18 @@ def read_tfds(spec: str, class_names: str | Path | None = None,
     if not num_examples:
         raise ValueError(f"{spec}: split {split!r} has no examples.")
     features = builder.info.features
-    if not isinstance(features.get("image"), tfds.features.Image) or not isinstance(
-            features.get("label"), tfds.features.ClassLabel):
+    image, label = (features[k] if k in features else None for k in ("image", "label"))
+    if not isinstance(image, tfds.features.Image) or not isinstance(
+            label, tfds.features.ClassLabel):
         raise ValueError(f"{spec}: needs an Image feature 'image' and a ClassLabel 'label'; "
                          f"has {features}")
     if class_names is None:
-        names = tuple(n.replace("_", " ") for n in features["label"].names)
+        names = tuple(n.replace("_", " ") for n in label.names)
     else:
         names = read_class_names(class_names, unique=False)
-        if len(names) != features["label"].num_classes:
+        if len(names) != label.num_classes:
             raise ValueError(f"{class_names} has {len(names)} class names, {spec} has "
-                             f"{features['label'].num_classes} classes.")
+                             f"{label.num_classes} classes.")
     labels_only = builder.as_dataset(split=split, shuffle_files=False,
                                      decoders=tfds.decode.PartialDecoding({"label": True}))
     labels = np.array([e["label"] for e in tfds.as_numpy(labels_only)], np.int64)
