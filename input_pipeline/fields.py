@@ -19,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-import tensorflow as tf
-
 CAPTION_CHOICES = ("first", "seeded")
 
 
@@ -73,7 +71,7 @@ def _decoders(path: str):
     return decoders
 
 
-def _at(example, path: str) -> tf.Tensor:
+def _at(example, path: str):
     for part in path.split("/"):
         example = example[part]
     return example
@@ -82,6 +80,7 @@ def _at(example, path: str) -> tf.Tensor:
 def parser(features, fields: Fields, dataset: str):
     """(serialised example, int64 [2] seed) -> {"image": encoded bytes, "caption": string
     scalar, and "nouns": string [n] when fields.nouns names them}."""
+    import tensorflow as tf
     import tensorflow_datasets as tfds
 
     image = _feature(features, fields.image, dataset)
@@ -93,7 +92,7 @@ def parser(features, fields: Fields, dataset: str):
             _feature(features, path, dataset)
     decoders = _decoders(fields.image)
 
-    def parse(serialized: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    def parse(serialized, seed):
         example = features.deserialize_example(serialized, decoders=decoders)
         caption = _at(example, fields.caption)
         if caption.shape.rank == 1:  # several; none raises (the example is skipped)

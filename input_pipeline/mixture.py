@@ -79,23 +79,30 @@ def _converted(folder: Path, name: str, weight: float) -> Source:
                   records.SPLIT, stored)
 
 
-def _prepared(key: str, weight: float, data_dir: str | None,
-              tfds_fields: Mapping[str, str]) -> Source:
-    """A `tfds:NAME[:SPLIT]` dataset that TFDS has prepared."""
+def prepared_split(spec: str, default_split: str, data_dir: str | None) -> tuple[Any, str, int]:
+    """(builder, split, num_examples) of `tfds:NAME[:SPLIT]`, which TFDS has prepared in
+    data_dir (None: TFDS_DATA_DIR or its default); FileNotFoundError saying how to
+    prepare it, ValueError for an empty split."""
     import tensorflow_datasets as tfds
 
-    name, _, split = key[len(TFDS_PREFIX):].partition(":")
-    split = split or "train"
+    name, _, split = spec[len(TFDS_PREFIX):].partition(":")
+    split = split or default_split
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
         num_examples = builder.info.splits[split].num_examples
     except (tfds.core.registered.DatasetNotFoundError, KeyError, ValueError) as e:
         where = data_dir or "TFDS's data_dir (TFDS_DATA_DIR, default ~/tensorflow_datasets)"
-        raise FileNotFoundError(f"data.datasets[{key!r}]: no prepared split {split!r} of "
-                                f"{name!r} in {where}; prepare it with `tfds build {name} "
-                                f"--data_dir=...` ({type(e).__name__}: {e})") from e
+        raise FileNotFoundError(f"{spec}: no prepared split {split!r} of {name!r} in {where}; "
+                                f"prepare it with `tfds build {name} --data_dir=...` "
+                                f"({type(e).__name__}: {e})") from e
     if num_examples <= 0:
-        raise ValueError(f"data.datasets[{key!r}]: split {split!r} has no examples.")
+        raise ValueError(f"{spec}: split {split!r} has no examples.")
+    return builder, split, num_examples
+
+
+def _prepared(key: str, weight: float, data_dir: str | None,
+              tfds_fields: Mapping[str, str]) -> Source:
+    builder, split, num_examples = prepared_split(key, "train", data_dir)
     chosen = fields.from_config(tfds_fields)
     fields.parser(builder.info.features, chosen, key)  # a wrong field name fails here
     return Source(key, weight, num_examples, builder, split, chosen)

@@ -40,6 +40,7 @@ from PIL import Image
 
 from groupvit_jax.evaluation.datasets import IMAGE_SUFFIXES, read_class_names
 from groupvit_jax.models.model import l2_normalize
+from input_pipeline import mixture
 from input_pipeline.templates import IMAGENET_7
 
 # torchvision's ToTensor + Normalize arithmetic, as the released ImageNet evaluation did
@@ -47,9 +48,6 @@ from input_pipeline.templates import IMAGENET_7
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 TEXT_CHUNK = 256  # prompts per text-tower call at most
-
-
-TFDS_PREFIX = "tfds:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,17 +145,7 @@ def read_tfds(spec: str, class_names: str | Path | None = None,
     TFDS_DATA_DIR or its default); see the module doc."""
     import tensorflow_datasets as tfds
 
-    name, _, split = spec[len(TFDS_PREFIX):].partition(":")
-    split = split or "validation"
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-        num_examples = builder.info.splits[split].num_examples  # KeyError: not prepared
-    except (tfds.core.registered.DatasetNotFoundError, KeyError, ValueError) as e:
-        where = data_dir or "TFDS's data_dir (TFDS_DATA_DIR, default ~/tensorflow_datasets)"
-        raise FileNotFoundError(f"{spec}: no prepared split {split!r} of {name!r} in {where}; "
-                                f"prepare it with `tfds build {name}` ({e})") from e
-    if not num_examples:
-        raise ValueError(f"{spec}: split {split!r} has no examples.")
+    builder, split, _ = mixture.prepared_split(spec, "validation", data_dir)
     features = builder.info.features
     image, label = (features[k] if k in features else None for k in ("image", "label"))
     if not isinstance(image, tfds.features.Image) or not isinstance(
@@ -187,7 +175,7 @@ def read_dataset(data_dir: str | Path, class_names: str | Path | None = None,
                  labels: str | Path | None = None,
                  tfds_data_dir: str | None = None) -> ClassificationSet:
     """`read_tfds` for `tfds:...`, else `read_image_folder`."""
-    if str(data_dir).startswith(TFDS_PREFIX):
+    if str(data_dir).startswith(mixture.TFDS_PREFIX):
         if labels is not None:
             raise ValueError(f"{data_dir}: a TFDS dataset has its labels; drop the labels "
                              f"file {labels}.")
