@@ -1,8 +1,9 @@
-"""Converts image-caption data once into the TFRecord shards the training pipeline reads.
+"""Converts image-caption data once into a TFDS dataset the training pipeline reads.
 
     python -m input_pipeline.convert --input 'cc3m/*.tar' --format webdataset --out data/gcc3m
     python -m input_pipeline.convert --input pairs.tsv --format csv --out data/mine --workers 8
 
+The output opens with `tfds.builder_from_directory(out)` (input_pipeline.records).
 Every image is decoded once to check it (and re-encoded only when resized, or when it is
 neither JPEG nor PNG); the nouns are extracted here so training need not. Unusable
 examples are skipped, counted in the manifest and listed in skipped.jsonl. The output
@@ -336,6 +337,8 @@ def convert_dataset(inputs: list[str], fmt: str, out_dir: str | Path, *,
         if not shards:
             raise ValueError(f"no usable example in {[str(p) for p in paths]}; skipped: "
                              f"{ {k: v for k, v in skipped.items() if v} }")
+        records.write_tfds_metadata(build_dir, name or out_dir.name,
+                                    [s["num_examples"] for s in shards])
         records.write_manifest(build_dir, {
             "format": records.FORMAT,
             "name": name or out_dir.name,

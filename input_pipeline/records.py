@@ -1,14 +1,23 @@
-"""The on-disk format every dataset is converted to, and its manifest.
+"""The on-disk format every dataset is converted to: a TFDS dataset plus our manifest.
 
-A dataset is a folder of TFRecord shards of `tf.train.Example`s plus `manifest.json`:
+A converted dataset is a folder that `tfds.builder_from_directory(folder)` opens (split
+"train"; `tfds.as_dataframe`, `tfds.show_examples` and any TFDS reader work on it):
 
-    id        bytes   stable example id: "<source shard or file>/<key>"
-    image     bytes   the encoded image (JPEG or PNG) as read, or re-encoded JPEG when resized
-    caption   bytes   UTF-8 caption, whitespace-stripped, never empty
-    nouns     bytes*  the caption's nouns and verbs (input_pipeline.nouns); empty list when
-                      the manifest's `nouns.tagger` is null (extracted online instead)
+    dataset_info.json, features.json       TFDS's metadata: the features below, the split
+                                            and each shard's length
+    train-00000-of-00004.tfrecord, ...     TFRecord shards (TFDS filename template
+                                            FILENAME_TEMPLATE) of tf.train.Examples:
 
-The manifest records what the shards hold, so a reader never has to scan them:
+    id        tfds Text            stable example id: "<source shard or file>/<key>"
+    image     tfds Image           the encoded image (JPEG or PNG) as read, or re-encoded
+                                   JPEG when resized; the training pipeline reads it
+                                   undecoded (tfds.decode.SkipDecoding)
+    caption   tfds Text            UTF-8 caption, whitespace-stripped, never empty
+    nouns     Sequence(Text)       the caption's nouns and verbs (input_pipeline.nouns);
+                                   empty when the manifest's `nouns.tagger` is null
+                                   (extracted online instead)
+
+    manifest.json, skipped.jsonl           what TFDS has no place for:
 
     {"format": FORMAT, "name": ..., "num_examples": N,
      "shards": [{"file": "train-00000-of-00004.tfrecord", "num_examples": n,
@@ -21,19 +30,38 @@ The manifest records what the shards hold, so a reader never has to scan them:
                 reasons: undecodable, empty_caption, missing_caption, missing_image,
                 undecodable_caption, duplicate_key)
      "created": ISO-8601 time}
+
+Each feature serialises as one bytes_list, so the records `encode_example` writes are the
+ones TFDS writes for these features. Folders converted before the TFDS metadata existed
+(format OLD_FORMAT, same shards) become TFDS datasets in place, without rewriting a
+record: `python -m input_pipeline.add_tfds_metadata --dataset FOLDER`.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-FORMAT = "groupvit_jax.records/v1"
+FORMAT = "groupvit_jax.records/v2"
+OLD_FORMAT = "groupvit_jax.records/v1"  # the same shards without TFDS's metadata
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("num_examples", "shards", "nouns")
+SPLIT = "train"
+FILENAME_TEMPLATE = "{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}"  # = shard_name(SPLIT, ...)
+MIGRATE = "python -m input_pipeline.add_tfds_metadata --dataset"
 
 
 def shard_name(prefix: str, index: int, count: int) -> str:
     return f"{prefix}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def features():
+    """The schema above as TFDS features (tfds.features.FeaturesDict)."""
+    import tensorflow_datasets as tfds
+
+    text = tfds.features.Text()
+    return tfds.features.FeaturesDict({
+        "id": text, "image": tfds.features.Image(), "caption": text,
+        "nouns": tfds.features.Sequence(text)})
 
 
 def encode_example(example_id: str, image: bytes, caption: str, nouns: list[str]) -> bytes:
@@ -51,20 +79,31 @@ def encode_example(example_id: str, image: bytes, caption: str, nouns: list[str]
     })).SerializeToString(deterministic=True)  # same bytes in every process
 
 
-def feature_spec():
-    import tensorflow as tf
-    return {
-        "id": tf.io.FixedLenFeature([], tf.string),
-        "image": tf.io.FixedLenFeature([], tf.string),
-        "caption": tf.io.FixedLenFeature([], tf.string),
-        "nouns": tf.io.RaggedFeature(tf.string),
-    }
-
-
 def parse_example(serialized):
-    """Serialised example -> {id, image, caption: string scalars; nouns: string [n]}."""
-    import tensorflow as tf
-    return tf.io.parse_single_example(serialized, feature_spec())
+    """Serialised example -> {id, image (encoded bytes), caption: string scalars; nouns:
+    string [n]}, parsed by TFDS with the schema above."""
+    import tensorflow_datasets as tfds
+    return features().deserialize_example(
+        serialized, decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def write_tfds_metadata(folder: str | Path, name: str, shard_lengths: list[int]) -> None:
+    """Writes TFDS's dataset_info.json and features.json for the shards in `folder`
+    (named by shard_name(SPLIT, ...)), so TFDS opens the folder as a dataset."""
+    import tensorflow_datasets as tfds
+
+    folder = Path(folder)
+    template = tfds.core.ShardedFileTemplate(
+        data_dir=folder, template=FILENAME_TEMPLATE, dataset_name=name,
+        filetype_suffix="tfrecord")
+    size = sum((folder / shard_name(SPLIT, i, len(shard_lengths))).stat().st_size
+               for i in range(len(shard_lengths)))
+    split = tfds.core.SplitInfo(name=SPLIT, shard_lengths=list(shard_lengths), num_bytes=size,
+                                filename_template=template)
+    tfds.folder_dataset.write_metadata(
+        data_dir=folder, features=features(), split_infos=[split], filename_template=template,
+        check_data=False, description="Image-caption pairs converted by input_pipeline.convert; "
+        "manifest.json says from what.")
 
 
 def write_manifest(folder: str | Path, manifest: dict) -> Path:
@@ -93,8 +132,14 @@ def read_manifest(path: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if manifest.get("format") == OLD_FORMAT:
+        raise ValueError(f"{path}: converted before datasets were TFDS datasets; add TFDS's "
+                         f"metadata once (no record is rewritten): {MIGRATE} {path.parent}")
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if not (path.parent / "dataset_info.json").is_file():
+        raise FileNotFoundError(f"{path.parent}: no dataset_info.json (TFDS's metadata); "
+                                f"write it with {MIGRATE} {path.parent}")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ValueError(f"{path}: manifest lacks {missing}")

@@ -15,7 +15,7 @@ import base64
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import mixture, train_dataset
+from input_pipeline import train_dataset
 from input_pipeline.shards import READ_ERRORS, ShardReading, UnreadableDataError
 
 MAX_REMEMBERED_CHUNKS = 4096  # >> chunks in flight between the reader and the trainer
@@ -40,7 +40,7 @@ class ResumableBatches:
                  process_count: int | None = None, seed: int | None = None, chunk: int = 256):
         process = train_dataset.resolve_process(config, process_index, process_count, seed)
         self._chunk = chunk
-        self._sources = mixture.resolve(config.data.datasets, config.data.data_dir)
+        self._sources = train_dataset.sources(config)
         self._shards = ShardReading(self._sources)
         self._serialized = iter(train_dataset.serialized_stream(
             config, *process, shards=self._shards).batch(chunk))

@@ -34,17 +34,15 @@ class ShardReading:
 
     def __init__(self, sources):
         self._sources = sources
-        self._expected = {shard["path"]: shard["num_examples"]
-                          for s in sources for shard in s.manifest["shards"]}
+        self._expected = {path: count for s in sources for path, count in s.shards()}
         self._readable: dict[str, int] = {}  # damaged shard -> records before the damage
         # Files opened most recently: where a read error can have come from.
         self._opened: collections.deque[str] = collections.deque(maxlen=64 * len(sources))
         for source in sources:
-            for shard in source.manifest["shards"]:
-                size = os.path.getsize(shard["path"])
-                if "bytes" in shard and size != shard["bytes"]:
-                    self._mark(shard["path"], 0, f"{size} bytes, the manifest says "
-                                                 f"{shard['bytes']}")
+            for path, expected in source.shard_bytes.items():
+                size = os.path.getsize(path)
+                if size != expected:
+                    self._mark(path, 0, f"{size} bytes, the manifest says {expected}")
         self._check_each_dataset_readable()
 
     @property
@@ -86,7 +84,7 @@ class ShardReading:
 
     def _check_each_dataset_readable(self) -> None:
         for source in self._sources:
-            paths = [shard["path"] for shard in source.manifest["shards"]]
+            paths = [path for path, _ in source.shards()]
             if all(self._readable.get(p, ALL) == 0 for p in paths):
                 raise UnreadableDataError(
                     f"{source.folder}: no shard of dataset {source.name!r} is readable "

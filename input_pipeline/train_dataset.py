@@ -3,27 +3,32 @@
     ds = create_train_dataset(config)  # {"images": f32 [b, S, S, 3], "tokens": i32 [b, 1+K, L],
                                        #  "example_index": i64 [b]}, b = global_batch / hosts
 
-Per host: its share of every dataset's shards (by file; by example for a dataset with
-fewer shards than hosts), files in a new seeded order each epoch, examples shuffled in
-blocks of `data.shuffle_buffer` (a seeded permutation of each block), the datasets mixed
-by `input_pipeline.mixture`, then decode + augment, prompts and tokens. Every random
+Per host: its even share of every dataset (tfds.split_for_jax_process; converted folders
+and `tfds:` datasets alike are TFDS datasets), files in a new seeded order each epoch,
+examples shuffled in blocks of `data.shuffle_buffer` (a seeded permutation of each
+block), the datasets mixed by `input_pipeline.mixture`, then parse (the dataset's TFDS
+features, input_pipeline.fields) + decode + augment, prompts and tokens. Every random
 choice is a stateless function of (seed, host, position), so the stream is a pure
 function of the config. Its undecoded part (`serialized_stream`) checkpoints as a few
 cursors (tf.data symbolic checkpointing), not as a shuffle buffer; `input_pipeline.
-resumable` builds the exactly resumable stream the trainer uses from that.
+resumable` builds the exactly resumable stream the trainer uses from that. That part
+reads the raw records of the file instructions TFDS gives for the host's share, not
+`builder.as_dataset`, which parses as it reads: parsing comes after the checkpointed
+part, where a corrupt record can be skipped.
 
 Records that fail to parse or decode are skipped, not fatal. `example_index` numbers the
 examples of this host's stream before skipping, so the gaps count what was skipped.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import augment, mixture, nouns, prompts, records
+from input_pipeline import augment, fields, mixture, nouns, prompts
 from input_pipeline import tokenize_ops
 from input_pipeline.shards import ShardReading
 
@@ -46,39 +51,40 @@ def _permutation(seed: tf.Tensor, n) -> tf.Tensor:
 def _serialized(source: mixture.Source, source_index: int, process_index: int,
                 process_count: int, seed: int, block: int,
                 shards: ShardReading) -> tf.data.Dataset:
-    """This host's endless, shuffled stream of one dataset's serialised records."""
-    files = source.files
-    by_example = len(files) < process_count
-    if by_example:
-        logging.warning("dataset %s has %d shards for %d hosts: sharding by example (every "
-                        "host reads every shard); convert it into >= %d shards to read less.",
-                        source.name, len(files), process_count, process_count)
-        host_examples = source.manifest["num_examples"] // process_count
-    else:
-        counts = [shard["num_examples"] for shard in source.manifest["shards"]]
-        files = files[process_index::process_count]
-        host_examples = sum(counts[process_index::process_count])
+    """This host's endless, shuffled stream of one dataset's serialised records: its even
+    share of the split (tfds.split_for_jax_process), read by the file instructions TFDS
+    gives for that share, as much of each file as `shards` says is readable."""
+    import tensorflow_datasets as tfds
+
+    share = tfds.split_for_jax_process(source.split, process_index=process_index,
+                                       process_count=process_count)
+    instructions = source.builder.info.splits[share].file_instructions
+    if not instructions:
+        raise ValueError(f"dataset {source.name} has {source.num_examples} examples, fewer "
+                         f"than the {process_count} hosts reading it.")
+    host_examples = sum(i.take for i in instructions)
     if block > host_examples:
         # A block must fill from one pass over the data, or a small dataset waits for many.
         logging.info("dataset %s: shuffling blocks of %d, this host's examples, not "
                      "data.shuffle_buffer=%d.", source.name, host_examples, block)
-        block = max(host_examples, 1)
-    num_files, files = len(files), tf.constant(files)
+        block = host_examples
+    files = tf.constant([str(i.filename) for i in instructions])
+    skips = tf.constant([i.skip for i in instructions], tf.int64)
+    takes = tf.constant([i.take for i in instructions], tf.int64)
 
     def epoch_files(epoch):
-        # The same order on every host, so example sharding stays disjoint.
-        order = _permutation(_seed(seed, source_index, epoch), tf.size(files))
-        return tf.data.Dataset.from_tensor_slices(tf.gather(files, order))
+        order = _permutation(_seed(seed, source_index, process_index, epoch), tf.size(files))
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.gather(files, order), tf.gather(skips, order), tf.gather(takes, order)))
 
-    def records(path):
-        return tf.data.TFRecordDataset(path).take(shards.records_to_read(path))
+    def records_of(file, skip, take):
+        readable = tf.data.TFRecordDataset(file).take(shards.records_to_read(file))
+        return readable.skip(skip).take(take)
 
     ds = tf.data.Dataset.range(2**62).flat_map(epoch_files)
     # Sequential: a parallel interleave under choose_from_datasets hangs after a symbolic
     # restore (TF 2.21). Reading records is cheap next to decoding them.
-    ds = ds.interleave(records, cycle_length=min(FILE_CYCLE, num_files))
-    if by_example:
-        ds = ds.shard(process_count, process_index)
+    ds = ds.interleave(records_of, cycle_length=min(FILE_CYCLE, len(instructions)))
 
     def shuffle_block(index, examples):
         order = _permutation(_seed(seed, source_index, process_index, index), block)
@@ -115,6 +121,31 @@ def _online_nouns(caption: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(words, [None])
 
 
+def sources(config) -> list[mixture.Source]:
+    data = config.data
+    return mixture.resolve(data.datasets, data.data_dir, data.tfds_fields)
+
+
+def _reader(source: mixture.Source):
+    """(record, seed) -> {"image", "caption", "nouns"} of one source; nouns extracted
+    online when the source holds none (the tagger stays out of the graph otherwise)."""
+    parse = fields.parser(source.builder.info.features, source.fields, source.name)
+
+    def read(record, seed):
+        example = parse(record, seed)
+        if "nouns" not in example:
+            example["nouns"] = _online_nouns(example["caption"])
+        return example
+    return read
+
+
+def _read_example(readers, record, source, seed) -> dict[str, tf.Tensor]:
+    if len(readers) == 1:
+        return readers[0](record, seed)
+    return tf.switch_case(tf.cast(source, tf.int32),
+                          [functools.partial(read, record, seed) for read in readers])
+
+
 def _check(config, process_count: int) -> None:
     data = config.data
     if data.global_batch % process_count:
@@ -137,12 +168,12 @@ def serialized_stream(config, process_index: int, process_count: int, seed: int,
     shuffled, mixed, endless stream before any decoding. It holds only cursors, so its
     position can be saved cheaply (tf.data symbolic checkpointing). `shards` says how
     much of each shard to read (default: a new ShardReading of the config's datasets)."""
-    sources = mixture.resolve(config.data.datasets, config.data.data_dir)
-    shards = shards or ShardReading(sources)
+    datasets = sources(config)
+    shards = shards or ShardReading(datasets)
     streams = [_serialized(s, i, process_index, process_count, seed, config.data.shuffle_buffer,
                            shards)
-               for i, s in enumerate(sources)]
-    ds = _mixed(streams, mixture.probabilities(sources), process_index, seed)
+               for i, s in enumerate(datasets)]
+    ds = _mixed(streams, mixture.probabilities(datasets), process_index, seed)
     ds = ds.enumerate().map(lambda i, x: {"example_index": i, "source": x[0], "record": x[1]})
     return ds.with_options(_options(config, symbolic_checkpoint=True))
 
@@ -167,21 +198,16 @@ def prepared_batches(examples: tf.data.Dataset, config, process_index: int,
     _check(config, process_count)
     tokenizer = tokenize_ops.make_tokenizer(data.tokenizer, text.context_length)
     tokenize_ops.check_vocab_size(tokenizer, text.vocab_size, data.tokenizer)
-    sources = mixture.resolve(data.datasets, data.data_dir)
-    without_nouns = [s.manifest["nouns"].get("tagger") is None for s in sources]
-    stored_without_nouns = tf.constant(without_nouns)
+    readers = [_reader(source) for source in sources(config)]
     image_options = data.augment.to_dict()
 
     def prepare(element):
-        example = records.parse_example(element["record"])
-        words = example["nouns"]
-        if any(without_nouns):  # else the tagger stays out of the graph
-            words = tf.cond(stored_without_nouns[element["source"]],
-                            lambda: _online_nouns(example["caption"]), lambda: words)
         example_seed = _seed(seed, process_index, element["example_index"])
         image_seed, prompt_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed))
+        caption_seed = tf.random.experimental.stateless_fold_in(example_seed, 1)
+        example = _read_example(readers, element["record"], element["source"], caption_seed)
         return {"images": augment.train_image(example["image"], image_seed, **image_options),
-                "texts": prompts.make_prompts(example["caption"], words, prompt_seed,
+                "texts": prompts.make_prompts(example["caption"], example["nouns"], prompt_seed,
                                               data.num_prompts),
                 "example_index": element["example_index"]}
 

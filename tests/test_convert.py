@@ -1,4 +1,5 @@
-"""The converter on small generated inputs of each format, read back with tf.data."""
+"""The converter on small generated inputs of each format, read back with tf.data and
+TFDS; the migration of datasets written before the TFDS metadata."""
 import collections
 import io
 import json
@@ -262,7 +263,8 @@ def test_refuses_to_overwrite_then_replaces(folder_input, tmp_path):
                                        examples_per_shard=1, overwrite=True, progress=False)
     assert len(manifest["shards"]) == 3
     assert sorted(p.name for p in out.iterdir()) == [
-        "manifest.json", "skipped.jsonl", *(records.shard_name("train", i, 3) for i in range(3))]
+        "dataset_info.json", "features.json", "manifest.json", "skipped.jsonl",
+        *(records.shard_name("train", i, 3) for i in range(3))]
     assert [p.name for p in out.parent.iterdir()] == ["toy"]  # no build folder left behind
 
 
@@ -388,3 +390,73 @@ def test_rerun_after_a_killed_conversion_removes_its_build(folder_input, tmp_pat
     (abandoned / "part-000000-00000.tfrecord").write_bytes(b"half a shard")
     convert.convert_dataset([str(folder_input)], "folder", out, progress=False)
     assert sorted(p.name for p in out.parent.iterdir()) == ["toy"]
+
+
+def _tfds_examples(out):
+    """[(id, image, caption, nouns)] as TFDS reads the folder, in TFDS's order."""
+    import tensorflow_datasets as tfds
+    builder = tfds.builder_from_directory(str(out))
+    ds = builder.as_dataset(split="train", shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding()})
+    return [(e["id"].decode(), e["image"], e["caption"].decode(), list(e["nouns"]))
+            for e in tfds.as_numpy(ds)]
+
+
+def test_converted_folder_is_a_tfds_dataset_with_the_same_examples_in_order(
+        webdataset_inputs, tmp_path):
+    import tensorflow_datasets as tfds
+    manifest = convert.convert_dataset([str(webdataset_inputs / "*.tar")], "webdataset",
+                                       tmp_path / "gcc3m", examples_per_shard=2,
+                                       progress=False)
+    builder = tfds.builder_from_directory(str(tmp_path / "gcc3m"))
+    assert builder.info.name == "gcc3m"
+    assert builder.info.splits["train"].shard_lengths == [2, 1, 1]
+    assert set(builder.info.features) == {"id", "image", "caption", "nouns"}
+    ours = [(e["id"], e["image"], e["caption"], e["nouns"]) for _, s in _read(manifest) for e in s]
+    assert _tfds_examples(tmp_path / "gcc3m") == ours
+    # TFDS decodes the stored image itself (its Image feature), to the same pixels.
+    decoded = next(iter(tfds.as_numpy(builder.as_dataset(split="train[1:2]"))))
+    np.testing.assert_array_equal(decoded["image"], CATS)
+
+
+def test_records_are_what_tfds_writes_for_the_features():
+    """TFDS's own serialisation of an example parses to what ours does, and ours parses with
+    TFDS's parser: the shards need no rewriting to be a TFDS dataset."""
+    import tensorflow as tf
+    features = records.features()
+    for words in (["dog", "beach"], []):
+        theirs = features.serialize_example(
+            {"id": "a/1", "image": PNG_BIRD, "caption": "a bird", "nouns": words})
+        ours = records.encode_example("a/1", PNG_BIRD, "a bird", words)
+        assert tf.train.Example.FromString(theirs) == tf.train.Example.FromString(ours)
+        parsed = records.parse_example(tf.constant(ours))
+        assert (parsed["id"].numpy(), parsed["image"].numpy(), parsed["caption"].numpy(),
+                list(parsed["nouns"].numpy())) == (b"a/1", PNG_BIRD, b"a bird",
+                                                   [w.encode() for w in words])
+
+
+def test_migration_makes_an_old_dataset_a_tfds_dataset_in_place(folder_input, tmp_path):
+    out = tmp_path / "toy"
+    convert.convert_dataset([str(folder_input)], "folder", out, examples_per_shard=2,
+                            progress=False)
+    expected = _tfds_examples(out)
+    shards = {p.name: p.read_bytes() for p in out.glob("*.tfrecord")}
+    # What the converter wrote before: the same shards, no TFDS metadata, format v1.
+    (out / "dataset_info.json").unlink()
+    (out / "features.json").unlink()
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "format": records.OLD_FORMAT}))
+    with pytest.raises(ValueError, match=f"{records.MIGRATE} {out}"):
+        records.read_manifest(out)
+    result = subprocess.run([sys.executable, "-m", "input_pipeline.add_tfds_metadata",
+                             "--dataset", str(out)], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{out}: a TFDS dataset now (3 examples in 2 shards)" in result.stdout
+    assert _tfds_examples(out) == expected
+    assert {p.name: p.read_bytes() for p in out.glob("*.tfrecord")} == shards
+    assert records.read_manifest(out)["format"] == records.FORMAT
+    again = subprocess.run([sys.executable, "-m", "input_pipeline.add_tfds_metadata",
+                            "--dataset", str(out)], cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 3 and "only 'groupvit_jax.records/v1' datasets" in again.stderr

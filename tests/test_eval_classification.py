@@ -183,3 +183,42 @@ def test_broken_layouts_name_the_file(files, tmp_path):
     (empty / "cat").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="hold no images"):
         classification.read_image_folder(empty)
+
+
+def test_tfds_imagenet_layout_scores_what_the_folder_does(model, files, tmp_path, capsys):
+    """A prepared TFDS dataset with imagenet2012's features (image, label, file_name),
+    holding the folder's images in the folder's order: the same scores, top-1 and top-5."""
+    import tensorflow_datasets as tfds
+
+    from tests.tfds_data import write_prepared
+
+    root, _ = files
+    folder = classification.read_image_folder(root)
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(encoding_format="png"),
+        "label": tfds.features.ClassLabel(names=[n.replace(" ", "_") for n in folder.class_names]),
+        "file_name": tfds.features.Text()})
+    write_prepared(tmp_path / "tfds", "tiny_imagenet", features, "validation", [
+        {"image": str(p), "label": int(label), "file_name": p.name}
+        for p, label in zip(folder.paths, folder.labels)])
+
+    dataset = classification.read_dataset("tfds:tiny_imagenet", tfds_data_dir=str(tmp_path / "tfds"))
+    assert dataset.class_names == folder.class_names
+    np.testing.assert_array_equal(dataset.labels, folder.labels)
+    np.testing.assert_array_equal(
+        np.concatenate(list(classification.batch_scores(model, dataset, batch_size=4))),
+        np.concatenate(list(classification.batch_scores(model, folder, batch_size=4))))
+    expected = classification.evaluate(model, folder, batch_size=4, limit=9)
+    assert classification.evaluate(model, dataset, batch_size=4, limit=9) == expected
+
+    ckpt = tmp_path / "ckpt"
+    gv.export(model, ckpt)
+    out = tmp_path / "results.json"
+    args = ["eval_cls", "--checkpoint", str(ckpt), "--data_dir", "tfds:tiny_imagenet",
+            "--tfds_data_dir", str(tmp_path / "tfds"), "--batch_size", "4", "--limit", "9"]
+    assert eval_cls.main([*args, "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert (written["top1"], written["top5"], written["num_images"]) == (
+        expected["top1"], expected["top5"], 9)
+    assert eval_cls.main([*args[:4], "tfds:tiny_imagenet:train", *args[5:]]) == 3
+    assert "no prepared split 'train' of 'tiny_imagenet'" in capsys.readouterr().err

@@ -167,3 +167,28 @@ def test_cli_rejects_a_misspelled_override(tmp_path):
                          text=True, timeout=300)
     assert out.returncode != 0
     assert "base_lrr" in out.stderr
+
+
+def test_trains_on_a_prepared_tfds_dataset(tmp_path):
+    """Two steps on `tfds:NAME`, read where TFDS prepared it, with no conversion."""
+    from ml_collections import ConfigDict
+
+    from tests.tfds_data import CAPTIONS, write_captions
+
+    write_captions(tmp_path / "tfds", 8)
+    config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
+    config.data.source = "records"
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.data.datasets = {f"tfds:{CAPTIONS}": 1.0}
+    config.data.tfds_fields.caption = "captions/text"
+    config.data.global_batch = 4
+    config.data.shuffle_buffer = 4
+    config.data.num_threads = 2
+    config.total_steps = 2
+    config.log_every_steps = 1
+    config.evals = ConfigDict({})
+    history = trainer.train_and_evaluate(config, tmp_path / "work")
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 2 and np.all(np.isfinite(losses))
+    assert history[-1]["data/skipped_examples"] == 0
+    assert ocp.CheckpointManager(tmp_path / "work" / "checkpoints").latest_step() == 2

@@ -10,9 +10,10 @@ from tensorflow.core.example import example_pb2
 
 from input_pipeline.templates import CLIP_80
 from input_pipeline.clip_tokenizer import get_tokenizer
-from input_pipeline import mixture
+from input_pipeline import fields, mixture
 from input_pipeline.resumable import ResumableBatches
 from input_pipeline.train_dataset import create_train_dataset, serialized_stream
+from tests.tfds_data import CAPTIONS, write_captions
 from tests.train_records import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,20 +43,27 @@ def stream_ids(config, count, process_index=0, process_count=1):
     return out
 
 
-@pytest.mark.parametrize("shard_sizes", [(3, 4, 5, 6), (10,)], ids=["by_file", "by_example"])
-def test_two_hosts_see_disjoint_parts_whose_union_is_the_dataset(tmp_path, shard_sizes):
+@pytest.mark.parametrize("shard_sizes", [(3, 4, 5, 6), (10,)], ids=["shards", "one_shard"])
+def test_two_hosts_read_the_even_halves_tfds_gives_them(tmp_path, shard_sizes):
+    import tensorflow_datasets as tfds
     write_dataset(tmp_path / "d", "d", shard_sizes)
     config = make_config(tmp_path, {"d": 1.0})
-    if len(shard_sizes) == 4:  # by file: host 0 reads shards 0 and 2, host 1 shards 1 and 3
-        parts = [{f"d/{s}/{i}" for s in shards for i in range(shard_sizes[s])}
-                 for shards in ((0, 2), (1, 3))]
-    else:  # by example: both read the shard, host h keeps examples h, h + 2, ...
-        parts = [{f"d/0/{i}" for i in range(h, 10, 2)} for h in (0, 1)]
+    in_order = [f"d/{s}/{i}" for s, n in enumerate(shard_sizes) for i in range(n)]
+    half = len(in_order) // 2
+    parts = [set(in_order[:half]), set(in_order[half:])]  # tfds.even_splits
+    builder = tfds.builder_from_directory(str(tmp_path / "d"))
+    for h, part in enumerate(parts):
+        split = tfds.split_for_jax_process("train", process_index=h, process_count=2)
+        ids = {e["id"].decode() for e in tfds.as_numpy(builder.as_dataset(split=split))}
+        assert ids == part
     seen = [set(stream_ids(config, 60, h, 2)) for h in (0, 1)]  # several epochs each
     assert seen == parts
-    assert not parts[0] & parts[1]
-    assert parts[0] | parts[1] == {f"d/{s}/{i}" for s, n in enumerate(shard_sizes)
-                                   for i in range(n)}
+
+
+def test_more_hosts_than_examples_is_a_clear_error(tmp_path):
+    write_dataset(tmp_path / "d", "d", (2,))
+    with pytest.raises(ValueError, match="dataset d has 2 examples, fewer than the 3 hosts"):
+        stream_ids(make_config(tmp_path, {"d": 1.0}), 1, 2, 3)
 
 
 def test_block_shuffle_permutes_within_blocks(tmp_path):
@@ -101,7 +109,11 @@ def test_batches_have_the_train_layout_and_clip_tokens(tmp_path):
 def test_resumed_stream_continues_exactly(tmp_path):
     write_dataset(tmp_path / "a", "a", (5, 6, 7))
     write_dataset(tmp_path / "b", "b", (4,))
-    config = make_config(tmp_path, {"a": 1.0, str(tmp_path / "b"): 2.0}, shuffle_buffer=3)
+    write_captions(tmp_path, 9)  # a tfds: dataset too: three parsers, nouns found online
+    config = make_config(tmp_path, {"a": 1.0, str(tmp_path / "b"): 2.0, f"tfds:{CAPTIONS}": 1.0},
+                         shuffle_buffer=3)
+    config.data.tfds_fields.caption = "captions/text"
+    config.data.tfds_fields.caption_choice = "seeded"
     stream = ResumableBatches(config, process_index=0, process_count=1, chunk=5)
     for _ in range(3):
         next(stream)
@@ -129,7 +141,7 @@ def test_corrupt_records_and_undecodable_images_are_skipped_and_counted(tmp_path
 
 def test_mixture_probabilities_scale_example_counts():
     def source(n, w):
-        return mixture.Source("x", "x", w, {"num_examples": n})
+        return mixture.Source("x", w, n, None, "train", fields.CONVERTED)
     assert mixture.probabilities([source(10, 1.0), source(30, 1.0)]) == [0.25, 0.75]
     assert mixture.probabilities([source(10, 3.0), source(30, 1.0)]) == [0.5, 0.5]
 
@@ -168,6 +180,52 @@ def test_records_without_nouns_get_them_online(tmp_path):
         prompt_tokens = {tuple(t) for t in clip(sorted(nouns_prompts))}
         assert tuple(row[1]) in prompt_tokens and tuple(row[2]) in prompt_tokens
         np.testing.assert_array_equal(row[3], clip([f"a dog number 0 {index}"])[0])
+
+
+def _caption_config(tmp_path, choice):
+    write_captions(tmp_path, 8)
+    config = make_config(tmp_path, {f"tfds:{CAPTIONS}": 1.0})
+    config.data.tfds_fields.caption = "captions/text"
+    config.data.tfds_fields.caption_choice = choice
+    return config
+
+
+def test_a_prepared_tfds_dataset_trains_without_conversion(tmp_path):
+    """Nested captions, the first one taken; no nouns stored: found online."""
+    batch = _batches(_caption_config(tmp_path, "first"), 1)[0]
+    clip = get_tokenizer(77)
+    nouns_prompts = {t.format(n) for t in CLIP_80 for n in ("dog", "number")}
+    prompt_tokens = {tuple(t) for t in clip(sorted(nouns_prompts))}
+    for row, index in zip(batch["tokens"], batch["example_index"]):
+        np.testing.assert_array_equal(row[0], clip([f"a dog number 0 {index}"])[0])
+        assert tuple(row[1]) in prompt_tokens and tuple(row[2]) in prompt_tokens
+
+
+def test_seeded_caption_choice_draws_each_caption_reproducibly(tmp_path):
+    config = _caption_config(tmp_path, "seeded")
+    clip = get_tokenizer(77)
+
+    def drawn():
+        batches = _batches(config, 4)  # 16 examples: two passes over the 8
+        return [int(np.array_equal(row[0], clip([f"a red cat {i}"])[0]))
+                for b in batches for row, i in zip(b["tokens"], b["example_index"] % 8)]
+    first = drawn()
+    assert first == drawn()
+    assert 0 < sum(first) < 16  # both captions drawn
+
+
+def test_tfds_fields_and_names_are_checked(tmp_path):
+    write_captions(tmp_path, 2)
+    fields_config = {"image": "image", "caption": "caption", "nouns": "",
+                     "caption_choice": "first"}
+    with pytest.raises(ValueError, match=r"tfds:tiny_captions: no feature 'caption'"):
+        mixture.resolve({f"tfds:{CAPTIONS}": 1.0}, str(tmp_path), fields_config)
+    with pytest.raises(FileNotFoundError, match=r"no prepared split 'validation' of "
+                                                r"'tiny_captions'.*tfds build tiny_captions"):
+        mixture.resolve({f"tfds:{CAPTIONS}:validation": 1.0}, str(tmp_path), fields_config)
+    with pytest.raises(ValueError, match="caption_choice='random'"):
+        mixture.resolve({f"tfds:{CAPTIONS}": 1.0}, str(tmp_path),
+                        {**fields_config, "caption_choice": "random"})
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ def write_dataset(folder, name, shard_sizes, tagger="pattern", bad=()):
                                                     f"a dog number {s} {i}", nouns))
         shards.append({"file": file, "num_examples": size,
                        "bytes": (folder / file).stat().st_size})
+    records.write_tfds_metadata(folder, name, list(shard_sizes))
     records.write_manifest(folder, {"format": records.FORMAT, "name": name, "shards": shards,
                                     "num_examples": sum(shard_sizes), "nouns": {"tagger": tagger}})
     return folder

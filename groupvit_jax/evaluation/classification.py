@@ -13,6 +13,13 @@ Layouts (`read_image_folder`):
   CLIP's ImageNet class names. The devkit's one-column ground truth (1-based ids in the
   devkit's own order) is not accepted.
 
+- a TFDS dataset (`read_tfds`, `tfds:NAME[:SPLIT]`, e.g. `tfds:imagenet2012`, split
+  "validation" unless given) that TFDS has prepared, with an Image feature "image" and a
+  ClassLabel "label": images in the split's order. Names come from a names file, or
+  without one from the ClassLabel's names. imagenet2012's names are WordNet ids
+  ("n01440764") and its labels are in sorted-synset order: pass CLIP's class names, as
+  for Caffe's `val.txt`.
+
 Scoring: class embeddings are the projected text embeddings averaged over the templates
 (`IMAGENET_7`) and then L2-normalised; an image's score for a class is the cosine with
 its pooled image embedding (no temperature). Images are resized so the short side is
@@ -22,9 +29,11 @@ to the model's training size (224) and ImageNet-normalised.
 from __future__ import annotations
 
 import dataclasses
+import io
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -37,6 +46,7 @@ from groupvit_jax.evaluation.metrics import check_limit
 from groupvit_jax.models.model import l2_normalize
 from groupvit_jax.multihost import host_local
 from input_pipeline.eval_readers import host_share
+from input_pipeline import mixture
 from input_pipeline.templates import IMAGENET_7
 
 # torchvision's ToTensor + Normalize arithmetic, as the released ImageNet evaluation did
@@ -48,9 +58,21 @@ TEXT_CHUNK = 256  # prompts per text-tower call at most
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationSet:
-    paths: tuple[Path, ...]
+    paths: tuple[Path, ...]  # the image files; () for a TFDS dataset
     labels: np.ndarray  # int64 [N], indices into class_names
     class_names: tuple[str, ...]
+    # A TFDS dataset's first `limit` (None: all) images, encoded, in order.
+    encoded: Callable[[int | None], Iterator[bytes]] | None = None
+
+    def images(self, indices: Sequence[int] | None = None) -> Iterable[Path | bytes]:
+        """The images at the ascending `indices` (None: all), as `preprocess` takes them."""
+        if self.encoded is None:
+            return self.paths if indices is None else [self.paths[i] for i in indices]
+        if indices is None:
+            return self.encoded(None)
+        wanted = set(indices)
+        return (image for i, image in enumerate(self.encoded(max(indices, default=-1) + 1))
+                if i in wanted)
 
 
 def _is_image(path: Path) -> bool:
@@ -129,18 +151,63 @@ def read_image_folder(data_dir: str | Path, class_names: str | Path | None = Non
     return _flat_folder(root, Path(labels), read_class_names(class_names, unique=False))
 
 
-def preprocess(path: Path, crop: int) -> np.ndarray:
+def read_tfds(spec: str, class_names: str | Path | None = None,
+              data_dir: str | None = None) -> ClassificationSet:
+    """`tfds:NAME[:SPLIT]` (split "validation" by default) from TFDS's `data_dir` (None:
+    TFDS_DATA_DIR or its default); see the module doc."""
+    import tensorflow_datasets as tfds
+
+    builder, split, _ = mixture.prepared_split(spec, "validation", data_dir)
+    features = builder.info.features
+    image, label = (features[k] if k in features else None for k in ("image", "label"))
+    if not isinstance(image, tfds.features.Image) or not isinstance(
+            label, tfds.features.ClassLabel):
+        raise ValueError(f"{spec}: needs an Image feature 'image' and a ClassLabel 'label'; "
+                         f"has {features}")
+    if class_names is None:
+        names = tuple(n.replace("_", " ") for n in label.names)
+    else:
+        names = read_class_names(class_names, unique=False)
+        if len(names) != label.num_classes:
+            raise ValueError(f"{class_names} has {len(names)} class names, {spec} has "
+                             f"{label.num_classes} classes.")
+    labels_only = builder.as_dataset(split=split, shuffle_files=False,
+                                     decoders=tfds.decode.PartialDecoding({"label": True}))
+    labels = np.array([e["label"] for e in tfds.as_numpy(labels_only)], np.int64)
+
+    def encoded(limit: int | None) -> Iterator[bytes]:
+        ds = builder.as_dataset(split=split, shuffle_files=False,
+                                decoders={"image": tfds.decode.SkipDecoding()})
+        for example in tfds.as_numpy(ds.take(-1 if limit is None else limit)):
+            yield example["image"]
+    return ClassificationSet((), labels, names, encoded)
+
+
+def read_dataset(data_dir: str | Path, class_names: str | Path | None = None,
+                 labels: str | Path | None = None,
+                 tfds_data_dir: str | None = None) -> ClassificationSet:
+    """`read_tfds` for `tfds:...`, else `read_image_folder`."""
+    if str(data_dir).startswith(mixture.TFDS_PREFIX):
+        if labels is not None:
+            raise ValueError(f"{data_dir}: a TFDS dataset has its labels; drop the labels "
+                             f"file {labels}.")
+        return read_tfds(str(data_dir), class_names, tfds_data_dir)
+    return read_image_folder(data_dir, class_names, labels)
+
+
+def preprocess(image: Path | bytes, crop: int) -> np.ndarray:
     """float32 [crop, crop, 3], ImageNet-normalised: short side to 256/224 * crop (PIL
-    bilinear, long side truncated as torchvision does), then the centre crop."""
+    bilinear, long side truncated as torchvision does), then the centre crop. `image`:
+    a file, or encoded bytes."""
     short = int(256 / 224 * crop)
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        w, h = image.size
+    with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as opened:
+        opened = opened.convert("RGB")
+        w, h = opened.size
         size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-        image = image.resize(size, Image.BILINEAR)
+        opened = opened.resize(size, Image.BILINEAR)
     # torchvision rounds the offset half to even (Python's round), e.g. 5.5 -> 6, 6.5 -> 6.
     left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
-    pixels = np.asarray(image, np.float32)[top:top + crop, left:left + crop] / 255.0
+    pixels = np.asarray(opened, np.float32)[top:top + crop, left:left + crop] / 255.0
     return (pixels - IMAGENET_MEAN) / IMAGENET_STD
 
 
@@ -163,13 +230,14 @@ def text_classifier(model, class_names: Sequence[str],
     return np.asarray(l2_normalize(embeds.mean(axis=1)))
 
 
-def _image_batches(paths: Sequence[Path], crop: int, batch_size: int,
+def _image_batches(images: Iterable[Path | bytes], crop: int, batch_size: int,
                    workers: int) -> Iterator[np.ndarray]:
     """Batches of preprocessed images; the next batch decodes while this one runs."""
+    images = iter(images)
     with ThreadPoolExecutor(workers) as pool:
         pending = None
-        for start in range(0, len(paths), batch_size):
-            futures = [pool.submit(preprocess, p, crop) for p in paths[start:start + batch_size]]
+        while chunk := list(itertools.islice(images, batch_size)):
+            futures = [pool.submit(preprocess, image, crop) for image in chunk]
             if pending is not None:
                 yield np.stack([f.result() for f in pending])
             pending = futures
@@ -192,8 +260,7 @@ def batch_scores(model, dataset: ClassificationSet, templates: Sequence[str] = I
         raise ValueError(f"batch_size={batch_size!r}: at least 1 image per batch.")
     classifier = text_classifier(model, dataset.class_names, templates)
     crop = model.config.vision.image_size
-    paths = dataset.paths if indices is None else [dataset.paths[i] for i in indices]
-    for batch in _image_batches(paths, crop, batch_size, workers):
+    for batch in _image_batches(dataset.images(indices), crop, batch_size, workers):
         n = len(batch)
         # A full batch every call: one compiled shape, the padding's scores dropped.
         padded = np.zeros((batch_size, *batch.shape[1:]), np.float32)
@@ -246,10 +313,12 @@ def evaluate(model, dataset: ClassificationSet, templates: Sequence[str] = IMAGE
 
 
 def evaluator(cfg, train_config):
-    """Periodic evaluator "classification": zero-shot top-1/top-5 on an ImageNet-layout folder. cfg: data_dir, and optionally
-    class_names (file), labels (file, flat layout), limit, batch_size."""
+    """Periodic evaluator "classification": zero-shot top-1/top-5 on an ImageNet-layout folder
+    or a TFDS dataset. cfg: data_dir (a folder or tfds:NAME[:SPLIT]), and optionally
+    class_names (file), labels (file, flat layout), tfds_data_dir, limit, batch_size."""
     del train_config  # the folder and the model's own image size say everything needed
-    dataset = read_image_folder(cfg.data_dir, cfg.get("class_names"), cfg.get("labels"))
+    dataset = read_dataset(cfg.data_dir, cfg.get("class_names"), cfg.get("labels"),
+                           cfg.get("tfds_data_dir"))
     limit, batch_size = cfg.get("limit"), cfg.get("batch_size", 64)
 
     def run(model):

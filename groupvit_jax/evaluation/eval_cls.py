@@ -3,11 +3,14 @@
     python -m groupvit_jax.evaluation.eval_cls --checkpoint=PATH --data_dir=DIR \
         [--class_names=FILE] [--labels=FILE] [--limit=N] [--batch_size=64] [--out=results.json]
 
-DIR is class-per-subfolder, or a flat folder with --labels; the accepted formats are in
-groupvit_jax/evaluation/classification.py. The released gcc_yfcc checkpoint scores 43.7
-top-1 on ImageNet val. On several hosts, run it on every host (see groupvit_jax/multihost.py
-for when it joins the others by itself, else pass --jax_distributed): each scores its
-share of the images, the first prints and writes the totals.
+DIR is class-per-subfolder, or a flat folder with --labels, or tfds:NAME[:SPLIT] for a
+dataset TFDS has prepared (`--data_dir=tfds:imagenet2012`: its validation split, from
+--tfds_data_dir or TFDS_DATA_DIR, with CLIP's names in --class_names); the accepted
+formats are in groupvit_jax/evaluation/classification.py. The released gcc_yfcc
+checkpoint scores 43.7 top-1 on ImageNet val. On several hosts, run it on every host (see
+groupvit_jax/multihost.py for when it joins the others by itself, else pass
+--jax_distributed): each scores its share of the images, the first prints and writes the
+totals.
 """
 from __future__ import annotations
 
@@ -41,8 +44,10 @@ def progress_printer(every_s: float = 5.0):
 def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("checkpoint", None, "NVlabs .pth, Hugging Face folder or our export",
                         flag_values=fv, required=True)
-    flags.DEFINE_string("data_dir", None, "class-per-subfolder images, or a flat folder with "
-                        "--labels", flag_values=fv, required=True)
+    flags.DEFINE_string("data_dir", None, "class-per-subfolder images, a flat folder with "
+                        "--labels, or tfds:NAME[:SPLIT]", flag_values=fv, required=True)
+    flags.DEFINE_string("tfds_data_dir", None, "TFDS's data_dir for tfds:NAME (default: "
+                        "TFDS_DATA_DIR, else ~/tensorflow_datasets)", flag_values=fv)
     flags.DEFINE_string("class_names", None, "one class name per line, in label order",
                         flag_values=fv)
     flags.DEFINE_string("labels", None, "labels file of a flat folder ('IMAGE LABEL' lines)",
@@ -59,14 +64,15 @@ def _run(args: flags.FlagValues) -> int:
     if args.out:
         cli.check_writable(args.out, folder=False)
     multihost.initialize(args.jax_distributed)
-    dataset = classification.read_image_folder(args.data_dir, args.class_names, args.labels)
+    dataset = classification.read_dataset(args.data_dir, args.class_names, args.labels,
+                                          args.tfds_data_dir)
     multihost.check_hosts_agree({"flags": multihost.flag_facts(args),
-                                 "images": [str(p) for p in dataset.paths],
+                                 "images": [str(p) for p in dataset.paths],  # () for TFDS
                                  "labels": dataset.labels.tolist(),
                                  "class_names": dataset.class_names})
     model = gv.load_pretrained(args.checkpoint)
     first = jax.process_index() == 0  # every host scores its share; the first reports
-    total = len(dataset.paths[:args.limit])
+    total = len(dataset.labels[:args.limit])
     if first:
         print(f"{total} images, {len(dataset.class_names)} classes from {args.data_dir}")
     start = time.time()

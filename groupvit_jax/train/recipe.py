@@ -26,8 +26,13 @@ def recipe(model: GroupViTConfig, num_prompts: int, examples_per_epoch: int,
     c.model = model_dict(model.replace(multi_label_scale=num_prompts > 0))
     c.data = ConfigDict(dict(
         source="records",            # converted datasets (input_pipeline); or "synthetic"
-        data_dir="",                 # folder of converted datasets named in `datasets`
-        datasets=datasets,           # name or folder/glob -> weight (input_pipeline.mixture)
+        data_dir="",                 # folder of converted datasets named in `datasets`; of tfds:
+                                     # datasets too (else TFDS_DATA_DIR)
+        datasets=datasets,           # name, folder/glob or tfds:NAME -> weight (input_pipeline.mixture)
+        # The features of tfds:NAME datasets read as image, caption(s) and nouns ("": none,
+        # extracted online); see input_pipeline/fields.py.
+        tfds_fields=ConfigDict(dict(image="image", caption="caption", nouns="",
+                                    caption_choice="first")),
         global_batch=4096,
         num_prompts=num_prompts,     # K nouns-as-prompts per caption (0: no multi-label loss)
         examples_per_epoch=examples_per_epoch,
