@@ -97,6 +97,13 @@ def test_generated_datasets_are_readable_and_disjoint(tmp_path):
     assert generate.write_train(tmp_path / "train", 40, seed=5)["num_examples"] == 40
     assert (tmp_path / "train" / "marker").read_text() == "kept"
     assert records.read_manifest(tmp_path / "train")["name"] == "toyworld"
+    # Data an earlier version wrote (before records were a TFDS dataset) is migrated.
+    manifest_file = tmp_path / "train" / records.MANIFEST
+    old = {**json.loads(manifest_file.read_text()), "format": records.OLD_FORMAT}
+    manifest_file.write_text(json.dumps(old))
+    (tmp_path / "train" / "dataset_info.json").unlink()
+    assert generate.write_train(tmp_path / "train", 40, seed=5)["format"] == records.FORMAT
+    assert (tmp_path / "train" / "dataset_info.json").is_file()
 
 
 # The shortened chain below is the ablations' "groupvit" run (experiments/toyworld/

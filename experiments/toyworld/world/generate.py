@@ -57,8 +57,10 @@ def _parallel(fn, folder: Path, seed: int, count: int, size: int, workers: int) 
 
 def write_train(out: Path, count: int, seed: int = 0, size: int = 64, workers: int = 2) -> dict:
     """Training records at `out` (kept if already complete); returns the manifest."""
-    from input_pipeline import convert, records
+    from input_pipeline import add_tfds_metadata, cli, convert, records
     if (out / records.MANIFEST).is_file():
+        if cli.read_json(out / records.MANIFEST).get("format") == records.OLD_FORMAT:
+            return add_tfds_metadata.add_metadata(out)  # written before records were TFDS's
         return records.read_manifest(out)
     staging = out.with_name(out.name + ".captions")
     shutil.rmtree(staging, ignore_errors=True)
