@@ -417,6 +417,9 @@ def test_converted_folder_is_a_tfds_dataset_with_the_same_examples_in_order(
     # TFDS decodes the stored image itself (its Image feature), to the same pixels.
     decoded = next(iter(tfds.as_numpy(builder.as_dataset(split="train[1:2]"))))
     np.testing.assert_array_equal(decoded["image"], CATS)
+    # TFDS's tools read it too.
+    frame = tfds.as_dataframe(builder.as_dataset(split="train", shuffle_files=False), builder.info)
+    assert [c.decode() for c in frame["caption"]] == [e[2] for e in ours]
 
 
 def test_records_are_what_tfds_writes_for_the_features():
