@@ -3,6 +3,7 @@ little is usable, and never waits forever."""
 import json
 import logging
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -108,3 +109,27 @@ def test_a_tiny_dataset_with_a_large_shuffle_buffer_is_shuffled_in_one_block(tmp
     assert sorted(ids[:40]) == sorted(ids[40:]) == sorted(f"d/0/{i}" for i in range(40))
     assert ids[:40] != ids[40:]
     assert "shuffling blocks of 40, this host's examples" in caplog.text
+
+
+def test_the_trainers_reader_gives_up_on_a_stop_request_and_ends_on_close(tmp_path):
+    from groupvit_jax.train.batches import Interrupted, RecordBatches
+
+    write_dataset(tmp_path / "d", "d", (40,), bad={(0, i) for i in range(40)})
+    config = make_config(tmp_path, {"d": 1.0})
+    config.data.max_skipped_in_a_row = 10 ** 9  # a stream that never yields a batch
+    stop = threading.Event()
+    batches = RecordBatches(config, tmp_path / "w", 0, stop.is_set)
+    threading.Timer(1.0, stop.set).start()
+    with pytest.raises(Interrupted):
+        next(batches)
+    batches.close()
+    write_dataset(tmp_path / "good", "good", (40,))
+    config = make_config(tmp_path, {"good": 1.0})
+    before = set(threading.enumerate())
+    batches = RecordBatches(config, tmp_path / "w", 0)
+    assert next(batches)["images"].shape == (4, 64, 64, 3)
+    (reader,) = set(threading.enumerate()) - before
+    assert reader.is_alive()  # reading ahead
+    batches.close()
+    reader.join(timeout=30)
+    assert not reader.is_alive()

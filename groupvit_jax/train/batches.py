@@ -38,6 +38,9 @@ class SyntheticBatches:
     def save(self, workdir, step: int, keep_steps: set[int]) -> None:
         del workdir, step, keep_steps  # a function of the step: nothing to save
 
+    def close(self) -> None:
+        pass  # nothing runs ahead
+
     def metrics(self) -> dict:
         return {}
 
@@ -65,17 +68,28 @@ class RecordBatches:
         self._position = self._stream.position  # after the last batch handed to the trainer
         self._skipped_logged = 0
         self._ready: queue.Queue = queue.Queue(maxsize=1)
+        self._closed = threading.Event()
         # A daemon: a thread stuck inside tf.data must not keep the process alive.
         threading.Thread(target=self._read, daemon=True, name="record_batches").start()
 
     def _read(self):
-        while True:
+        while not self._closed.is_set():
             try:
                 item = (next(self._stream), self._stream.position, self._stream.skipped)
             except BaseException as e:  # noqa: BLE001 - handed to the trainer's thread
-                self._ready.put(e)
+                item = e
+            while not self._closed.is_set():
+                try:
+                    self._ready.put(item, timeout=POLL_SECONDS)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
                 return
-            self._ready.put(item)
+
+    def close(self) -> None:
+        """Stops reading ahead (the thread ends after the batch it is reading)."""
+        self._closed.set()
 
     def __iter__(self):
         return self

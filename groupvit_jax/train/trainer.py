@@ -6,6 +6,7 @@ Rerunning with the same workdir resumes from the latest checkpoint; SIGTERM
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -108,24 +109,29 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                                                      config.data.num_prompts)
     state, ckpt = checkpointing.restore_latest(workdir, config.checkpoint_every_steps,
                                                config.keep_checkpoints, state)
-    start = int(state.step)
-    if jax.process_index() == 0:  # only now: a failed resume leaves the run's config as it was
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    extra = ExtraLosses.from_config(config.extra_losses, config.data.tokenizer,
-                                    model.text.context_length)
-    step_fn = make_train_step(model, optimizer, schedule, mesh, shardings,
-                              config.multi_label_weight, config.grad_accum_steps, extra)
+    with contextlib.ExitStack() as cleanup:  # also when anything below fails
+        cleanup.callback(_close_checkpoints, ckpt, workdir)
+        start = int(state.step)
+        if jax.process_index() == 0:  # only now: a failed resume leaves the config as it was
+            (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+        extra = ExtraLosses.from_config(config.extra_losses, config.data.tokenizer,
+                                        model.text.context_length)
+        step_fn = make_train_step(model, optimizer, schedule, mesh, shardings,
+                                  config.multi_label_weight, config.grad_accum_steps, extra)
 
-    evals = registry.create(config.evals, config)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                               every_steps=config.log_every_steps)
-    preemption = _Preemption()
-    batches = make_batches(config, model, workdir, start, lambda: preemption.requested)
-    history = []
-    began = t0 = time.time()
-    last_logged = start
-    try:
+        evals = registry.create(config.evals, config)
+        writer = metric_writers.create_default_writer(workdir,
+                                                      just_logging=jax.process_index() > 0)
+        cleanup.callback(writer.flush)
+        progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                                   every_steps=config.log_every_steps)
+        preemption = _Preemption()
+        cleanup.callback(preemption.restore)
+        batches = make_batches(config, model, workdir, start, lambda: preemption.requested)
+        cleanup.callback(batches.close)
+        history = []
+        began = t0 = time.time()
+        last_logged = start
         for step in range(start + 1, num_steps + 1):
             try:
                 host_batch = next(batches)
@@ -161,14 +167,14 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
             if preemption.requested:
                 logging.warning("SIGTERM: saved step %d, exiting; rerun to resume.", step)
                 break
-    finally:
-        ckpt.wait_until_finished()
-        # Orbax deletes old steps once a save completes: drop their data positions too.
-        checkpointing.prune_data_states(workdir, jax.process_index(), set(ckpt.all_steps()))
-        ckpt.close()
-        writer.flush()
-        preemption.restore()
     return history
+
+
+def _close_checkpoints(ckpt, workdir) -> None:
+    ckpt.wait_until_finished()
+    # Orbax deletes old steps once a save completes: drop their data positions too.
+    checkpointing.prune_data_states(workdir, jax.process_index(), set(ckpt.all_steps()))
+    ckpt.close()
 
 
 def _save_on_stop(ckpt, state, batches, workdir) -> None:
