@@ -138,7 +138,8 @@ def cost_flops(compiled) -> float | None:
 class OurStep:
     """The real train step, its (donated) state threaded through the calls."""
 
-    def __init__(self, recipe, cfg: GroupViTConfig, devices, global_batch: int):
+    def __init__(self, recipe, cfg: GroupViTConfig, devices, global_batch: int,
+                 trim_text: bool = True):
         self.mesh = sharding.make_mesh(1, devices)
         optimizer, schedule = make_optimizer(recipe.optim, global_batch,
                                              recipe_lib.total_steps(recipe),
@@ -151,10 +152,13 @@ class OurStep:
                                 cfg.text.context_length, cfg.text.vocab_size, recipe.seed)
         self.local_batch = local
         self.batch = sharding.make_global_batch(local, self.mesh)
+        # As the trainer: the text tower runs at the batch's trimmed lengths.
+        self.text_lengths = (train_step.text_lengths(local["tokens"], cfg.text.context_length)
+                             if trim_text else None)
         self.metrics = None
 
     def __call__(self):
-        self.state, self.metrics = self.run(self.state, self.batch)
+        self.state, self.metrics = self.run(self.state, self.batch, self.text_lengths)
         jax.block_until_ready((self.state, self.metrics))
 
     def num_params(self) -> int:
@@ -167,7 +171,7 @@ class OurStep:
             print("warning: could not find the jitted step inside make_train_step; no FLOPs")
             return None
         with jax.set_mesh(mesh):
-            return cost_flops(jitted.lower(self.state, self.batch).compile())
+            return cost_flops(jitted.lower(self.state, self.batch, self.text_lengths).compile())
 
 
 def matmul_ceiling(device, dtype, n: int, repeats: int) -> float:

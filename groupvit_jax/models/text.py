@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from groupvit_jax.models.config import TextConfig
 from groupvit_jax.models.layers import LayerNorm, block_class, quick_gelu
@@ -16,6 +17,25 @@ def check_tokens(tokens, context_length: int) -> None:
     if tokens.shape[1] > context_length:
         raise ValueError(f"tokens have length {tokens.shape[1]}, longer than the model's context "
                          f"of {context_length}.")
+
+
+# Token lengths the tower runs at: multiples of this, capped at the context length, so a
+# run compiles for a few lengths only.
+LENGTH_BUCKET = 16
+
+
+def trimmed_length(tokens, context_length: int) -> int:
+    """The bucket length that keeps every row's end-of-text token: int tokens [..., L] ->
+    a multiple of LENGTH_BUCKET (or context_length) >= 1 + the last end-of-text position.
+
+    The tower is causal and pools at the end-of-text token, so the tokens after it
+    change nothing: trimmed rows give the same features (tests/test_text_trim.py).
+    """
+    tokens = np.asarray(tokens)
+    if tokens.size == 0:
+        return min(LENGTH_BUCKET, context_length)
+    needed = int(np.argmax(tokens, axis=-1).max()) + 1
+    return min(-(-needed // LENGTH_BUCKET) * LENGTH_BUCKET, context_length, tokens.shape[-1])
 
 
 class TextTower(nn.Module):

@@ -20,7 +20,7 @@ from groupvit_jax.evaluation import registry
 from groupvit_jax.train.batches import make_batches
 from groupvit_jax.train.extra_losses import ExtraLosses
 from groupvit_jax.train import checkpointing, recipe, sharding
-from groupvit_jax.train.step import create_train_state, make_train_step
+from groupvit_jax.train.step import create_train_state, make_train_step, text_lengths
 from groupvit_jax.models.config import GroupViTConfig
 from groupvit_jax.train.optim import make_optimizer
 
@@ -99,8 +99,13 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     try:
         for step in range(start + 1, num_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                batch = sharding.make_global_batch(next(batches), mesh)
-                state, device_metrics = step_fn(state, batch)
+                local_batch = next(batches)
+                # Tokens after the longest end-of-text change nothing: the text tower
+                # runs at the batch's bucket lengths (the same on every host).
+                lengths = sharding.host_max(text_lengths(local_batch["tokens"],
+                                                         model.text.context_length))
+                batch = sharding.make_global_batch(local_batch, mesh)
+                state, device_metrics = step_fn(state, batch, lengths)
             metrics = jax.tree.map(float, device_metrics)
             _check_finite(metrics, step)
             progress(step)
