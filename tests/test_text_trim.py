@@ -35,15 +35,14 @@ def _tokens(seed, shape, longest):
     return rows.reshape(*shape, L)
 
 
-def test_trimmed_length_rounds_up_to_the_bucket_and_caps_at_the_context():
+def test_trimmed_length_is_16_when_every_row_ends_by_then_else_the_context():
     tokens = np.zeros((3, L), np.int32)
-    tokens[0, 5] = tokens[1, 2] = tokens[2, 0] = EOT   # last EOT at 5: 6 tokens needed
+    tokens[0, 5] = tokens[1, 2] = tokens[2, 15] = EOT   # the last EOT at 15: 16 tokens
     assert trimmed_length(tokens, L) == 16
     tokens[1, 2], tokens[1, 16] = 7, EOT               # 17 tokens needed
-    assert trimmed_length(tokens, L) == 32
-    tokens[2, 0], tokens[2, 70] = 7, EOT               # 71 tokens needed: the context
     assert trimmed_length(tokens, L) == 77
-    assert trimmed_length(tokens[:, :10], L) == 10     # never longer than the tokens
+    assert trimmed_length(tokens[:, :40], L) == 40     # never longer than the tokens
+    assert trimmed_length(tokens[:, :10], L) == 10
     assert trimmed_length(np.zeros((2, 0, L), np.int32), L) == 16
 
 
@@ -94,38 +93,27 @@ def _worst_relative(a, b):
     return float(np.max(np.abs(flat(a) - flat(b))) / np.max(np.abs(flat(a))))
 
 
-def test_prompts_trimmed_to_16_tokens_give_a_bit_identical_loss(setup):
-    """At 16 tokens XLA's CPU kernels round every forward value as at 77: the loss, the
-    metrics and BatchNorm's statistics (captions and prompts together, in the untrimmed
-    order) are equal bit for bit. Gradients are not: each weight's gradient is the sum of
-    the caption and the prompt tower calls' parts, added in another order than in one
-    call (measured 3.4e-8 of the largest entry)."""
+@pytest.mark.parametrize("longest_caption", [16, 40])
+def test_trimmed_train_loss_is_bit_identical_to_all_tokens(setup, longest_caption):
+    """Captions ending by token 16 run at 16 tokens, longer ones at 77; prompts at 16.
+    The loss, the metrics and BatchNorm's statistics (captions and prompts together, in
+    the untrimmed order) equal the 77-token ones bit for bit. Gradients do not: each
+    weight's gradient sums the caption and prompt tower calls' parts in another order
+    than one call, and over fewer token rows (measured 3.3e-8 of the largest entry at
+    captions 77, 3.5e-8 at 16)."""
+    module, variables, batch = setup
+    captions = _tokens(3, (B, 1), longest_caption)
+    batch = {**batch, "tokens": np.concatenate([captions, batch["tokens"][:, 1:]], axis=1)}
+    lengths = train_step.text_lengths(batch["tokens"], L)
+    assert lengths == ((16 if longest_caption <= 16 else L), 16)
     ((loss, (metrics, stats)), grads), ((loss_t, (metrics_t, stats_t)), grads_t) = (
-        _losses_and_grads(setup, (L, 16)))
+        _losses_and_grads((module, variables, batch), lengths))
     np.testing.assert_array_equal(loss_t, loss)
     for key in metrics:
         np.testing.assert_array_equal(metrics_t[key], metrics[key], err_msg=key)
     jax.tree.map(np.testing.assert_array_equal, stats_t, stats)
-    assert _worst_relative(grads, grads_t) < 1e-7
-
-
-def test_trimmed_train_loss_and_gradients_match_all_tokens(setup):
-    """Captions at 32 tokens are not bit-identical: XLA's CPU matmul kernels (YNNPACK, and
-    Eigen with it off) pick their tiling by shape, so the attention logits q.k of a
-    32-token sequence round differently from the same entries of a 77-token one (1 ulp).
-    Measured here: loss 2.0e-7 relative; gradients 1.06e-5 of the largest entry (the
-    contrastive softmax at temperature 0.07 amplifies the forward's ulps), the level the
-    sharded step's test accepts."""
-    _, _, batch = setup
-    lengths = train_step.text_lengths(batch["tokens"], L)
-    assert lengths == (32, 16)
-    ((loss, (metrics, stats)), grads), ((loss_t, (metrics_t, stats_t)), grads_t) = (
-        _losses_and_grads(setup, lengths))
-    np.testing.assert_allclose(loss_t, loss, rtol=1e-6)
-    np.testing.assert_allclose(metrics_t["loss_multi_label"], metrics["loss_multi_label"],
-                               rtol=1e-6)
-    assert _worst_relative(stats, stats_t) < 1e-6
-    assert _worst_relative(grads, grads_t) < 3e-5
+    print("relative gradient difference", _worst_relative(grads, grads_t))
+    assert _worst_relative(grads, grads_t) < 1e-6
 
 
 def test_trimmed_prompts_give_bit_identical_class_embeddings():

@@ -9,9 +9,9 @@ model sizes from configs/gcc_yfcc_2stage.py: `:runlocal` (the tiny model) and th
 `gcc_yfcc` model (get_config(None)).
 
   ours   the real `train_step.make_train_step` on a 1-device mesh: Gumbel noise, stochastic
-         depth, BatchNorm batch statistics, both contrastive losses (captions and prompts
-         through the text tower and projector together), global-norm clipping at 5.0,
-         AdamW on the recipe's schedule, the state donated. Batch from `synthetic_batch`.
+         depth, BatchNorm batch statistics, both contrastive losses (captions and prompts at
+         their trimmed lengths through the text tower, together through the projector),
+         global-norm clipping at 5.0, AdamW on the recipe's schedule, the state donated. Batch from `synthetic_batch`.
   torch  Hugging Face GroupViTModel towers and projectors of the SAME architecture
          (checked by converting the HF config back to ours) in train() mode, i.e. with
          HF's Gumbel noise; the same two losses written in torch below (HF has no

@@ -19,23 +19,25 @@ def check_tokens(tokens, context_length: int) -> None:
                          f"of {context_length}.")
 
 
-# Token lengths the tower runs at: multiples of this, capped at the context length, so a
-# run compiles for a few lengths only.
-LENGTH_BUCKET = 16
+# The short length the tower runs at when every row ends by it; longer rows run at the
+# full context. Only here (and from 65 tokens up) do XLA's CPU kernels round the causal
+# attention's q.k logits as at 77 tokens; at 17-64 they pick other tilings and differ by
+# an ulp (measured at head width 64), so finer buckets would lose the bit-identical loss.
+SHORT_LENGTH = 16
 
 
 def trimmed_length(tokens, context_length: int) -> int:
-    """The bucket length that keeps every row's end-of-text token: int tokens [..., L] ->
-    a multiple of LENGTH_BUCKET (or context_length) >= 1 + the last end-of-text position.
+    """The length that keeps every row's end-of-text token: int tokens [..., L] ->
+    SHORT_LENGTH when it suffices, else the full length (min(L, context_length)).
 
     The tower is causal and pools at the end-of-text token, so the tokens after it
     change nothing: trimmed rows give the same features (tests/test_text_trim.py).
     """
     tokens = np.asarray(tokens)
-    if tokens.size == 0:
-        return min(LENGTH_BUCKET, context_length)
-    needed = int(np.argmax(tokens, axis=-1).max()) + 1
-    return min(-(-needed // LENGTH_BUCKET) * LENGTH_BUCKET, context_length, tokens.shape[-1])
+    full = min(tokens.shape[-1], context_length)
+    if tokens.size and int(np.argmax(tokens, axis=-1).max()) >= SHORT_LENGTH:
+        return full
+    return min(SHORT_LENGTH, full)
 
 
 class TextTower(nn.Module):
