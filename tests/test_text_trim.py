@@ -97,10 +97,10 @@ def _worst_relative(a, b):
 def test_trimmed_train_loss_is_bit_identical_to_all_tokens(setup, longest_caption):
     """Captions ending by token 16 run at 16 tokens, longer ones at 77; prompts at 16.
     The loss, the metrics and BatchNorm's statistics (captions and prompts together, in
-    the untrimmed order) equal the 77-token ones bit for bit. Gradients do not: each
-    weight's gradient sums the caption and prompt tower calls' parts in another order
-    than one call, and over fewer token rows (measured 3.3e-8 of the largest entry at
-    captions 77, 3.5e-8 at 16)."""
+    the untrimmed order) equal the 77-token ones bit for bit. Gradients do not: weight
+    gradients sum over fewer token rows (both sets at 16, one tower call) or add the
+    caption and prompt tower calls' parts in another order (captions at 77); measured
+    3.5e-8 and 3.3e-8 of the largest entry."""
     module, variables, batch = setup
     captions = _tokens(3, (B, 1), longest_caption)
     batch = {**batch, "tokens": np.concatenate([captions, batch["tokens"][:, 1:]], axis=1)}
