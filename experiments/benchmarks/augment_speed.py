@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from absl import flags
+
+from experiments.benchmarks import hygiene
 from PIL import Image, ImageDraw
 
 from input_pipeline import augment, cli
@@ -113,6 +115,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                       flag_values=fv)
     flags.DEFINE_string("out", None, f"JSON results path; default {DEFAULT_OUT}",
                         flag_values=fv)
+    hygiene.define_flags(fv)
 
 
 def _run(args: flags.FlagValues) -> int:
@@ -126,7 +129,7 @@ def _run(args: flags.FlagValues) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     images = synthetic_jpegs(args.images)
-    load_before = os.getloadavg()
+    load = hygiene.OutsideLoad()
     runs = {name: [] for name in PIPELINES}
     for _ in range(args.repeats):  # interleaved, so a burst of load hits every row alike
         for name, fn in PIPELINES.items():
@@ -139,6 +142,7 @@ def _run(args: flags.FlagValues) -> int:
         best_cpu = max(r["img_per_cpu_s"] for r in results)
         target = TARGETS.get(name)
         rows[name] = {"img_per_s": best, "img_per_cpu_s": best_cpu, "target": target,
+                      "img_per_s_spread": hygiene.spread(r["img_per_s"] for r in results),
                       "runs": results}
         print(f"{name:18s} {best:8.0f} {best_cpu:10.0f} {target or '':>7}")
     report = {
@@ -147,12 +151,10 @@ def _run(args: flags.FlagValues) -> int:
                   "repeats": args.repeats, "image": "JPEG q90, short side 512, long 512-768",
                   "threads": 1},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "processor": platform.processor(), "tensorflow": tf.__version__,
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+                    "processor": platform.processor(), "tensorflow": tf.__version__},
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    cli.write_json(report, out)
-    return cli.OK
+    return hygiene.finish(report, load, out, args.allow_contended, args.repeats)
 
 
 main = cli.binary(define_flags, _run)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
+from experiments.benchmarks import hygiene
 from groupvit_jax.train.config_files import load_config
 from input_pipeline import cli, records
 
@@ -82,6 +83,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("tiny", False, "a few small batches: checks it runs", flag_values=fv)
     flags.DEFINE_string("out", str(RESULTS / "input_speed.json"), "JSON results path",
                         flag_values=fv)
+    flags.DEFINE_integer("repeats", hygiene.MIN_RUNS, "timed runs per row (median)",
+                         lower_bound=1, flag_values=fv)
+    hygiene.define_flags(fv)
 
 
 def _run(args: flags.FlagValues) -> int:
@@ -106,14 +110,18 @@ def _run(args: flags.FlagValues) -> int:
         config.data.global_batch = batch
         config.data.shuffle_buffer = min(config.data.shuffle_buffer, count // 2)
         cores = os.cpu_count()
+        load = hygiene.OutsideLoad()
         rows = []
         for randaugment in (None, config.data.augment.randaugment):
             for threads in (1, cores):
                 config.data.augment.randaugment = randaugment
                 config.data.num_threads = threads
-                rate = images_per_second(config, steps)
+                runs = hygiene.spread(images_per_second(config, steps)
+                                      for _ in range(1 if args.tiny else args.repeats))
+                rate = runs["median"]
                 rows.append({"randaugment": randaugment or "off", "threads": threads,
-                             "images_per_s": rate, "images_per_s_per_core": rate / threads})
+                             "images_per_s": rate, "images_per_s_per_core": rate / threads,
+                             "images_per_s_spread": runs})
                 print(f"randaugment={randaugment or 'off':24s} threads={threads:3d} "
                       f"{rate:8.1f} img/s  {rate / threads:8.1f} img/s/core")
     needs = {}
@@ -132,8 +140,8 @@ def _run(args: flags.FlagValues) -> int:
                           "tensorflow": tf.__version__},
               "tiny": args.tiny, "batch": batch, "steps": steps, "data": args.data or "generated",
               "rows": rows, "flops_per_image": flops, "mfu": args.mfu, "hosts": needs}
-    cli.write_json(result, args.out)
-    return cli.OK
+    return hygiene.finish(result, load, args.out, args.allow_contended,
+                          1 if args.tiny else args.repeats)
 
 
 main = cli.binary(define_flags, _run)

@@ -56,6 +56,7 @@ from absl import flags
 from groupvit_jax.checkpoints import torch_layout
 from groupvit_jax.models.model import GroupViT
 from groupvit_jax.checkpoints.torch_io import hf_config
+from experiments.benchmarks import hygiene
 from input_pipeline import cli
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "model_speed.json"
@@ -135,34 +136,6 @@ def paired_times(ours, theirs, repeats: int, warmup: int = 1) -> tuple[list[floa
             fn()
             times.append(time.perf_counter() - t0)
     return ours_times, their_times
-
-
-class OutsideLoad:
-    """CPU time other processes used while the benchmark ran, from /proc/stat."""
-
-    def __init__(self):
-        self.hz = os.sysconf("SC_CLK_TCK")
-        self.start = self._sample()
-
-    def _sample(self):
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-            values = [int(x) for x in fields]
-            busy = sum(values) - values[3] - values[4]        # all but idle and iowait
-        except (OSError, ValueError, IndexError):
-            busy = None
-        t = os.times()
-        return busy, t.user + t.system, time.perf_counter()
-
-    def report(self) -> dict:
-        busy1, own1, wall1 = self._sample()
-        busy0, own0, wall0 = self.start
-        wall = wall1 - wall0
-        if busy0 is None or busy1 is None:
-            return {"wall_s": wall, "outside_cpu_s": None, "outside_share": None}
-        outside = max((busy1 - busy0) / self.hz - (own1 - own0), 0.0)
-        return {"wall_s": wall, "own_cpu_s": own1 - own0, "outside_cpu_s": outside,
-                "outside_share": outside / (wall * (os.cpu_count() or 1))}
 
 
 def jax_runner(jitted, *args):
@@ -310,10 +283,12 @@ def row(name, batch, ours_s, hf_s, flops, ceiling_flops_per_s=None, extra=None):
 
 
 def add_minima(r: dict) -> dict:
-    """Fastest single runs: a contention-robust companion to the medians."""
+    """Fastest and slowest single runs beside the medians (the fastest is the
+    contention-robust figure)."""
     for side in ("ours", "hf"):
         times = r.get(f"{side}_times")
         r[f"{side}_min_s"] = min(times) if times else None
+        r[f"{side}_max_s"] = max(times) if times else None
     return r
 
 
@@ -425,11 +400,13 @@ def check_targets(rows: list[dict]) -> dict:
 
 
 def define_speed_flags(fv: flags.FlagValues, default_out: Path, timed: str) -> None:
-    """The speed benchmarks' shared flags: --out, --repeats, --quick."""
+    """The speed benchmarks' shared flags: --out, --repeats, --quick, --allow_contended."""
     flags.DEFINE_string("out", str(default_out), "JSON results path", flag_values=fv)
-    flags.DEFINE_integer("repeats", 5, f"{timed} per figure (median)", lower_bound=1,
-                         flag_values=fv)
-    flags.DEFINE_bool("quick", False, "smoke run: 2 repeats", flag_values=fv)
+    flags.DEFINE_integer("repeats", 5, f"{timed} per figure (median, min and max)",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_bool("quick", False, "smoke run: 2 repeats (results/ refuses it)",
+                      flag_values=fv)
+    hygiene.define_flags(fv)
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -447,7 +424,7 @@ def _run(args: flags.FlagValues) -> int:
 
     hf, module, variables = build_models()
     images, tokens = make_inputs(BATCH, TRAIN_SIZE)
-    load = OutsideLoad()
+    load = hygiene.OutsideLoad()
 
     # The ceiling is measured before and after the model runs; the faster of the two is
     # used, so a burst of outside load during one measurement does not inflate the ratios.
@@ -468,7 +445,7 @@ def _run(args: flags.FlagValues) -> int:
                                                last["achieved_gflop_per_s"]]
     rescale_to_ceiling([eval_row, train_row, window_row, *parts.values()],
                        matmul["achieved_gflop_per_s"] * 1e9)
-    info["outside_load"] = load.report()
+    share = load.report()["outside_share"]
     rows = [eval_row, train_row, window_row, matmul]
 
     print()
@@ -476,14 +453,10 @@ def _run(args: flags.FlagValues) -> int:
     print("\nper-tower eval breakdown:")
     print(format_table(list(parts.values())))
     targets = check_targets(rows)
-    share = info["outside_load"]["outside_share"]
     print(f"\nmatmul ceiling at start / end: "
           f"{matmul['ceiling_gflop_per_s_start_end'][0]:.1f} / "
           f"{matmul['ceiling_gflop_per_s_start_end'][1]:.1f} GFLOP/s (the faster is used).")
-    if share is not None:
-        print(f"other processes used {share:.0%} of the machine's CPU during this run"
-              + (" -- timings are contended; rerun on an idle machine." if share > 0.05 else "."))
-    contended = share is not None and share > 0.05
+    contended = hygiene.is_contended(share)
     print("\ntargets" + (" (CONTENDED run: verdicts not meaningful)" if contended else "") + ":")
     for key, t in targets.items():
         t["contended"] = contended
@@ -494,8 +467,7 @@ def _run(args: flags.FlagValues) -> int:
               "config": "default GroupViTConfig (HF GroupViTConfig())",
               "rows": rows, "eval_breakdown": parts, "targets": targets}
     print()
-    cli.write_json(result, out)
-    return cli.OK
+    return hygiene.finish(result, load, out, args.allow_contended, repeats)
 
 
 main = cli.binary(define_flags, _run)

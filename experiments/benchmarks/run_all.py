@@ -7,6 +7,9 @@ own JSON in experiments/benchmarks/results/; this script then gathers them into
 results/all.json and prints their rows. Run it on an idle machine: the figures are
 speeds, and a second busy process changes them several times over. --quick runs each
 in its smoke mode (seconds, figures meaningless) and writes to a temporary folder.
+A benchmark refuses to write a contended run into results/ (experiments/benchmarks/
+hygiene.py); at the end the figures that moved by more than 15% from the committed
+results/all.json are named.
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ from pathlib import Path
 
 from absl import flags
 
+from experiments.benchmarks import hygiene
 from input_pipeline import cli
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = hygiene.RESULTS
 # name -> (module, arguments of a full run, arguments of a smoke run)
 BENCHMARKS = {
     "model_speed": ("experiments.benchmarks.model_speed", [], ["--quick"]),
@@ -42,19 +46,10 @@ def _figures(row: dict) -> str:
                      if k != "name" and isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def _rows(result: dict) -> list[tuple[str, dict]]:
-    """(row name, row) pairs: benchmarks keep rows as a list or as a name -> row dict."""
-    rows = result.get("rows") or result.get("runs") or []
-    if isinstance(rows, dict):
-        return list(rows.items())
-    return [(str(row.get("name") or ", ".join(f"{k}={v}" for k, v in row.items()
-                                             if isinstance(v, str))), row) for row in rows]
-
-
 def table(results: dict) -> str:
     lines = [f"{'benchmark':<14} {'row':<36} figures", "-" * 100]
     for bench, result in results.items():
-        for name, row in _rows(result):
+        for name, row in hygiene.rows(result):
             lines.append(f"{bench:<14} {name:<36} {_figures(row)}")
     return "\n".join(lines)
 
@@ -63,6 +58,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("quick", False, "smoke runs, temporary outputs", flag_values=fv)
     flags.DEFINE_list("only", None, f"a comma-separated subset of {sorted(BENCHMARKS)}",
                       flag_values=fv)
+    hygiene.define_flags(fv)
     flags.register_validator("only", lambda names: set(names or ()) <= set(BENCHMARKS),
                              f"benchmarks are {sorted(BENCHMARKS)}", flag_values=fv)
 
@@ -73,7 +69,8 @@ def _run(args: flags.FlagValues) -> int:
     for name in args.only or BENCHMARKS:
         module, full, quick = BENCHMARKS[name]
         out = out_dir / f"{name}.json"
-        command = [sys.executable, "-m", module, *(quick if args.quick else full), "--out", str(out)]
+        command = [sys.executable, "-m", module, *(quick if args.quick else full), "--out", str(out),
+                   *(["--allow_contended"] if args.allow_contended else [])]
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.time()
         code = subprocess.run(command).returncode
@@ -83,11 +80,17 @@ def _run(args: flags.FlagValues) -> int:
             continue
         results[name] = json.loads(out.read_text())
         print(f"== {name}: {time.time() - start:.0f} s", flush=True)
+    committed = RESULTS / "all.json"
+    before = json.loads(committed.read_text()) if committed.is_file() else {"benchmarks": {}}
     summary = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "processor": platform.processor()},
                "quick": args.quick, "failed": failed, "benchmarks": results}
     (out_dir / "all.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(table(results))
+    moved = hygiene.moved(before, summary)
+    print(f"figures that moved more than {hygiene.MOVED_BY:.0%} from the committed run:"
+          + "".join(f"\n  {line}" for line in moved) if moved else
+          f"no figure moved more than {hygiene.MOVED_BY:.0%} from the committed run.")
     print(f"wrote {out_dir / 'all.json'}" + (f"; FAILED: {failed}" if failed else ""))
     return max(codes)  # a failed benchmark's code (the worst of several)
 

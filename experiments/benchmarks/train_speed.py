@@ -9,9 +9,9 @@ model sizes from configs/gcc_yfcc_2stage.py: `:runlocal` (the tiny model) and th
 `gcc_yfcc` model (get_config(None)).
 
   ours   the real `train_step.make_train_step` on a 1-device mesh: Gumbel noise, stochastic
-         depth, BatchNorm batch statistics, both contrastive losses (captions and prompts
-         through the text tower and projector together), global-norm clipping at 5.0,
-         AdamW on the recipe's schedule, the state donated. Batch from `synthetic_batch`.
+         depth, BatchNorm batch statistics, both contrastive losses (captions and prompts at
+         their trimmed lengths through the text tower, together through the projector),
+         global-norm clipping at 5.0, AdamW on the recipe's schedule, the state donated. Batch from `synthetic_batch`.
   torch  Hugging Face GroupViTModel towers and projectors of the SAME architecture
          (checked by converting the HF config back to ours) in train() mode, i.e. with
          HF's Gumbel noise; the same two losses written in torch below (HF has no
@@ -48,8 +48,8 @@ import torch
 import transformers
 from absl import flags
 
-from experiments.benchmarks.model_speed import (OutsideLoad, define_speed_flags,
-                                               machine_info, paired_times)
+from experiments.benchmarks import hygiene
+from experiments.benchmarks.model_speed import define_speed_flags, machine_info, paired_times
 from groupvit_jax.train import sharding
 from groupvit_jax.train import recipe as recipe_lib
 from groupvit_jax.train import step as train_step
@@ -138,7 +138,8 @@ def cost_flops(compiled) -> float | None:
 class OurStep:
     """The real train step, its (donated) state threaded through the calls."""
 
-    def __init__(self, recipe, cfg: GroupViTConfig, devices, global_batch: int):
+    def __init__(self, recipe, cfg: GroupViTConfig, devices, global_batch: int,
+                 trim_text: bool = True):
         self.mesh = sharding.make_mesh(1, devices)
         optimizer, schedule = make_optimizer(recipe.optim, global_batch,
                                              recipe_lib.total_steps(recipe),
@@ -151,10 +152,13 @@ class OurStep:
                                 cfg.text.context_length, cfg.text.vocab_size, recipe.seed)
         self.local_batch = local
         self.batch = sharding.make_global_batch(local, self.mesh)
+        # As the trainer: the text tower runs at the batch's trimmed lengths.
+        self.text_lengths = (train_step.text_lengths(local["tokens"], cfg.text.context_length)
+                             if trim_text else None)
         self.metrics = None
 
     def __call__(self):
-        self.state, self.metrics = self.run(self.state, self.batch)
+        self.state, self.metrics = self.run(self.state, self.batch, self.text_lengths)
         jax.block_until_ready((self.state, self.metrics))
 
     def num_params(self) -> int:
@@ -167,7 +171,7 @@ class OurStep:
             print("warning: could not find the jitted step inside make_train_step; no FLOPs")
             return None
         with jax.set_mesh(mesh):
-            return cost_flops(jitted.lower(self.state, self.batch).compile())
+            return cost_flops(jitted.lower(self.state, self.batch, self.text_lengths).compile())
 
 
 def matmul_ceiling(device, dtype, n: int, repeats: int) -> float:
@@ -273,6 +277,7 @@ def row(name, batch, ours_times, torch_times, flops, ceiling, extra=None) -> dic
             "fraction_of_ceiling": achieved / ceiling if achieved and ceiling else None,
             "ours_times": ours_times, "torch_times": torch_times,
             "ours_min_s": min(ours_times), "torch_min_s": min(torch_times) if torch_times else None,
+            "ours_max_s": max(ours_times), "torch_max_s": max(torch_times) if torch_times else None,
             **(extra or {})}
 
 
@@ -293,26 +298,33 @@ def bench_size(name, variant, repeats, cpu, ceiling) -> dict:
         "ours_final_loss": float(ours.metrics["loss"])})
 
 
-def bench_gpu(repeats) -> dict:
-    """Full model, bfloat16, batch 256 per device on every GPU: images/s per device, MFU."""
+def bench_accelerator(repeats, variant=None, per_device: int = GPU_BATCH_PER_DEVICE,
+                      matmul_n: int = GPU_MATMUL_N) -> dict:
+    """The `variant` model (None: full), bfloat16, `per_device` examples on every device
+    (the gpu1 micro-batch by default): images/s per device and MFU. The text tower runs
+    at the synthetic batch's trimmed lengths, as the trainer does."""
     devices = jax.devices()
-    recipe = load_recipe(None)
+    recipe = load_recipe(variant)
     cfg = model_config(recipe, dtype="bfloat16")
-    per_device = GPU_BATCH_PER_DEVICE
     ours = OurStep(recipe, cfg, devices, per_device * len(devices))
+    t0 = time.perf_counter()
     ours()
+    compile_s = time.perf_counter() - t0
     times = []
-    for _ in range(repeats):
+    for _ in range(max(repeats, hygiene.MIN_RUNS)):
         t0 = time.perf_counter()
         ours()
         times.append(time.perf_counter() - t0)
     flops = ours.flops()                              # per device (SPMD-partitioned program)
-    ceiling = matmul_ceiling(devices[0], jnp.bfloat16, GPU_MATMUL_N, repeats)
-    r = row(f"full bf16 GPU b{per_device}/dev", per_device, times, None, flops, ceiling,
+    ceiling = matmul_ceiling(devices[0], jnp.bfloat16, matmul_n, repeats)
+    r = row(f"{variant or 'full'} bf16 {jax.default_backend()} b{per_device}/dev", per_device,
+            times, None, flops, ceiling,
             extra={"devices": [str(d) for d in devices], "dtype": "bfloat16", "remat": cfg.remat,
-                   "model": cfg.to_dict(),
-                   "global_batch": per_device * len(devices),
-                   "bf16_matmul_ceiling_gflop_per_s": ceiling / 1e9})
+                   "model": cfg.to_dict(), "text_lengths": ours.text_lengths,
+                   "global_batch": per_device * len(devices), "first_step_s": compile_s,
+                   "final_loss": float(ours.metrics["loss"]),
+                   "bf16_matmul_ceiling_gflop_per_s": ceiling / 1e9,
+                   "ours_s_spread": hygiene.spread(times)})
     r["mfu"] = r["fraction_of_ceiling"]
     r["img_per_s_per_device"] = r["ours_img_per_s"]
     return r
@@ -365,7 +377,7 @@ def _run(args: flags.FlagValues) -> int:
           f"{info['torch']}; float32, batch {BATCH}, K={NUM_PROMPTS}; median of {repeats}.",
           flush=True)
     cpu = jax.devices("cpu")[0]
-    load = OutsideLoad()
+    load = hygiene.OutsideLoad()
     ceiling = matmul_ceiling(cpu, jnp.float32, CPU_MATMUL_N, repeats)
     print(f"float32 matmul ceiling ({CPU_MATMUL_N}^3, jax): {ceiling / 1e9:.1f} GFLOP/s",
           flush=True)
@@ -377,11 +389,11 @@ def _run(args: flags.FlagValues) -> int:
               f"({r['speed_up']:.2f}x); params ours {r['ours_params']:,}, torch "
               f"{r['torch_params']:,}", flush=True)
         rows.append(r)
-    info["outside_load"] = load.report()
+    share = load.report()["outside_share"]
 
     gpu_note = None
     if backend == "gpu":
-        rows.append(bench_gpu(repeats))
+        rows.append(bench_accelerator(repeats))
     else:
         gpu_note = (f"skipped: full model bf16 at batch {GPU_BATCH_PER_DEVICE}/device and MFU "
                     f"(no GPU; backend {backend})")
@@ -395,10 +407,8 @@ def _run(args: flags.FlagValues) -> int:
                   "GFLOP/s bf16 matmul")
     if gpu_note:
         print(f"\nGPU row {gpu_note}.")
-    share = info["outside_load"]["outside_share"]
-    if share is not None:
-        print(f"other processes used {share:.0%} of the machine's CPU during the CPU rows"
-              + (" -- timings are contended; rerun on an idle machine." if share > 0.05 else "."))
+    if hygiene.is_contended(share):
+        print("the CPU rows were contended: rerun on an idle machine.")
     t = target(rows)
     print(f"\ntarget: {t['metric']} = {t['value']:.2f}x ({t['target']}): "
           f"{'met' if t['met'] else 'MISSED'}")
@@ -408,8 +418,7 @@ def _run(args: flags.FlagValues) -> int:
               "torch_optimizer": {**TORCH_OPT, "clip_grad_norm": CLIP_NORM},
               "rows": rows, "gpu_row": gpu_note or "measured", "target": t}
     print()
-    cli.write_json(result, out, default=str)
-    return cli.OK
+    return hygiene.finish(result, load, out, args.allow_contended, repeats)
 
 
 main = cli.binary(define_flags, _run)

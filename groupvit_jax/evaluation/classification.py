@@ -44,6 +44,7 @@ from groupvit_jax.checkpoints.pretrained import PretrainedGroupViT
 from groupvit_jax.evaluation.datasets import IMAGE_SUFFIXES, read_class_names
 from groupvit_jax.evaluation.metrics import check_limit
 from groupvit_jax.models.model import l2_normalize
+from groupvit_jax.models.text import trimmed_length
 from groupvit_jax.multihost import host_local
 from input_pipeline.eval_readers import host_share
 from input_pipeline import mixture
@@ -217,6 +218,9 @@ def text_classifier(model, class_names: Sequence[str],
     over the templates, then L2-normalised."""
     prompts = [t.format(name) for name in class_names for t in templates]
     tokens = model.tokenize(prompts)
+    # The tower pools at end-of-text and is causal: the tokens after the longest prompt
+    # change nothing, so it runs at that prompt's bucket length (the same on every host).
+    tokens = tokens[:, :trimmed_length(tokens, tokens.shape[1])]
     # Fixed-size calls (one compilation), but no bigger than needed for short lists
     # (a segmentation dataset's 21 prompts).
     chunk_size = min(TEXT_CHUNK, len(tokens))

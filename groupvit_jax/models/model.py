@@ -85,6 +85,28 @@ class GroupViT(nn.Module):
         return {"text_embeds": self.text_head(pooled, train),
                 "text_features": pooled}
 
+    def encode_captions_prompts(self, captions, prompts, train: bool = False):
+        """captions [B, Lc] and prompts [B, K, Lp] int32 -> text_embeds [B, 1+K, D].
+
+        Sets of different lengths (the trainer trims each) run the tower separately; all
+        rows then go through the projector in ONE call, in the [B, 1+K] order of the
+        untrimmed batch: BatchNorm's training statistics see captions and prompts
+        together, as in the released code.
+        """
+        b, k, _ = prompts.shape
+        if captions.shape[-1] == prompts.shape[-1]:  # one tower call, as untrimmed
+            tokens = jnp.concatenate([captions[:, None], prompts], axis=1)
+            features, _ = self.text_tower(tokens.reshape(b * (1 + k), -1), train)
+        else:
+            features, _ = self.text_tower(captions, train)
+            if k:
+                prompt_features, _ = self.text_tower(prompts.reshape(b * k, -1), train)
+                features = jnp.concatenate([features[:, None],
+                                            prompt_features.reshape(b, k, -1)], axis=1)
+            features = features.reshape(b * (1 + k), -1)
+        embeds = self.text_head(features, train)
+        return {"text_embeds": embeds.reshape(b, 1 + k, -1)}
+
     def temperatures(self):
         """The clamped scales min(exp(s), 100) that multiply cosine similarities."""
         out = {"logit_scale": clamped_scale(self.logit_scale)}

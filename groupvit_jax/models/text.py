@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from groupvit_jax.models.config import TextConfig
 from groupvit_jax.models.layers import LayerNorm, block_class, quick_gelu
@@ -16,6 +17,27 @@ def check_tokens(tokens, context_length: int) -> None:
     if tokens.shape[1] > context_length:
         raise ValueError(f"tokens have length {tokens.shape[1]}, longer than the model's context "
                          f"of {context_length}.")
+
+
+# The short length the tower runs at when every row ends by it; longer rows run at the
+# full context. Only here (and from 65 tokens up) do XLA's CPU kernels round the causal
+# attention's q.k logits as at 77 tokens; at 17-64 they pick other tilings and differ by
+# an ulp (measured at head width 64), so finer buckets would lose the bit-identical loss.
+SHORT_LENGTH = 16
+
+
+def trimmed_length(tokens, context_length: int) -> int:
+    """The length that keeps every row's end-of-text token: int tokens [..., L] ->
+    SHORT_LENGTH when it suffices, else the full length (min(L, context_length)).
+
+    The tower is causal and pools at the end-of-text token, so the tokens after it
+    change nothing: trimmed rows give the same features (tests/test_text_trim.py).
+    """
+    tokens = np.asarray(tokens)
+    full = min(tokens.shape[-1], context_length)
+    if tokens.size and int(np.argmax(tokens, axis=-1).max()) >= SHORT_LENGTH:
+        return full
+    return min(SHORT_LENGTH, full)
 
 
 class TextTower(nn.Module):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "model")
@@ -55,3 +56,12 @@ def make_global_batch(local_batch: dict, mesh) -> dict:
         x = np.asarray(x)
         return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
     return jax.tree.map(put, local_batch)
+
+
+def host_max(values: tuple[int, ...]) -> tuple[int, ...]:
+    """The elementwise maximum of small integers over all hosts (one all-gather), so
+    every host compiles the same static shapes (e.g. the text tower's token lengths)."""
+    if jax.process_count() == 1:
+        return tuple(values)
+    gathered = multihost_utils.process_allgather(np.asarray(values, np.int32))
+    return tuple(int(v) for v in gathered.max(axis=0))

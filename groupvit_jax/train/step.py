@@ -16,6 +16,7 @@ import optax
 
 from groupvit_jax.models.config import GroupViTConfig
 from groupvit_jax.models.model import GroupViT
+from groupvit_jax.models.text import trimmed_length
 from groupvit_jax.train import losses, sharding
 from groupvit_jax.train.extra_losses import ExtraLosses
 
@@ -54,16 +55,34 @@ def state_shardings(abstract_state, mesh):
     return jax.tree.map(lambda leaf: sharding.param_sharding(leaf, mesh), abstract_state)
 
 
-def embed(module, params, batch_stats, images, tokens, rng, with_outputs: bool = False):
+def text_lengths(tokens, context_length: int) -> tuple[int, int]:
+    """The (caption, prompt) lengths the text tower needs for a host's numpy tokens
+    [B, 1+K, L]: their `trimmed_length` buckets. Several hosts must agree on them
+    (`sharding.host_max`)."""
+    return (trimmed_length(tokens[:, 0], context_length),
+            trimmed_length(tokens[:, 1:], context_length))
+
+
+def _train_forward(model, images, captions, prompts):
+    return {**model.encode_image(images, True), **model.encode_captions_prompts(captions, prompts,
+                                                                             True)}
+
+
+def embed(module, params, batch_stats, images, tokens, rng, with_outputs: bool = False,
+          text_lengths=None):
     """Train-mode embeddings: (image [B, D], text [B, 1+K, D]) and the new batch_stats;
-    with_outputs: also the model's whole output dict (segments, assignment maps)."""
-    b, t, length = tokens.shape
+    with_outputs: also the model's whole output dict (segments, assignment maps).
+
+    text_lengths: (caption, prompt) token lengths the text tower runs at, static
+    (`text.trimmed_length` of the batch on the host); None runs all L tokens.
+    """
+    caption_length, prompt_length = text_lengths or (tokens.shape[-1],) * 2
     gumbel, droppath = jax.random.split(rng)
     out, updates = module.apply(
-        {"params": params, "batch_stats": batch_stats}, images, tokens.reshape(b * t, length),
-        train=True, rngs={"gumbel": gumbel, "droppath": droppath}, mutable=["batch_stats"])
-    # Captions and prompts went through the text projector together (shared BN stats).
-    embeddings = (out["image_embeds"], out["text_embeds"].reshape(b, t, -1))
+        {"params": params, "batch_stats": batch_stats}, images, tokens[:, 0, :caption_length],
+        tokens[:, 1:, :prompt_length], method=_train_forward,
+        rngs={"gumbel": gumbel, "droppath": droppath}, mutable=["batch_stats"])
+    embeddings = (out["image_embeds"], out["text_embeds"])
     if with_outputs:
         return embeddings, updates["batch_stats"], out
     return embeddings, updates["batch_stats"]
@@ -87,11 +106,13 @@ def contrastive_losses(image, text, temperatures, multi_label_weight,
 
 
 def compute_losses(module, params, batch_stats, batch, rng, multi_label_weight,
-                   extra: ExtraLosses = ExtraLosses()):
+                   extra: ExtraLosses = ExtraLosses(), text_lengths=None):
     """Forward pass in train mode; returns (total loss, (metrics, new batch_stats)).
-    `extra`: the toy world's additions to the paper's losses (none by default)."""
+    `extra`: the toy world's additions to the paper's losses (none by default);
+    `text_lengths` as in `embed`."""
     (image, text), new_stats, outputs = embed(module, params, batch_stats, batch["images"],
-                                              batch["tokens"], rng, with_outputs=True)
+                                              batch["tokens"], rng, with_outputs=True,
+                                              text_lengths=text_lengths)
     temperatures = module.apply({"params": params}, method="temperatures")
     total, metrics = contrastive_losses(image, text, temperatures, multi_label_weight,
                                         extra.image_text_weight)
@@ -116,7 +137,7 @@ def _unmicro(x):
 
 
 def accumulated_grads(module, params, batch_stats, batch, rng, multi_label_weight,
-                      accum_steps):
+                      accum_steps, text_lengths=None):
     """Gradient of the GLOBAL-batch contrastive loss in `accum_steps` micro-batches.
 
     Contrastive losses do not split over micro-batches (the negatives span the batch),
@@ -129,7 +150,8 @@ def accumulated_grads(module, params, batch_stats, batch, rng, multi_label_weigh
     images, tokens = _micro(batch["images"], accum_steps), _micro(batch["tokens"], accum_steps)
 
     def embed_micro(p, stats, j):
-        return embed(module, p, stats, images[j], tokens[j], jax.random.fold_in(rng, j))
+        return embed(module, p, stats, images[j], tokens[j], jax.random.fold_in(rng, j),
+                     text_lengths=text_lengths)
 
     def collect(stats, j):
         emb, stats = embed_micro(params, stats, j)
@@ -154,23 +176,27 @@ def accumulated_grads(module, params, batch_stats, batch, rng, multi_label_weigh
 def make_train_step(model_config: GroupViTConfig, optimizer, schedule, mesh, shardings,
                     multi_label_weight: float = 1.0, accum_steps: int = 1,
                     extra: ExtraLosses = ExtraLosses()):
-    """jit(step)(state, batch) -> (state, metrics); the state is donated."""
+    """jit(step)(state, batch, text_lengths=None) -> (state, metrics); the state is donated.
+
+    text_lengths: the (caption, prompt) token lengths of this batch's text tower, from
+    `text.trimmed_length` on the host (the same on every host); each pair compiles once.
+    """
     module = GroupViT(model_config)
     if accum_steps > 1 and extra != ExtraLosses():
         raise NotImplementedError("config.extra_losses (the toy world's additions) need "
                                   "grad_accum_steps=1.")
 
-    def step(state: TrainState, batch):
+    def step(state: TrainState, batch, text_lengths):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         if accum_steps > 1:
             metrics, batch_stats, grads = accumulated_grads(
                 module, state.params, state.batch_stats, batch, rng, multi_label_weight,
-                accum_steps)
+                accum_steps, text_lengths)
         else:
             grad_fn = jax.value_and_grad(compute_losses, argnums=1, has_aux=True)
             (_, (metrics, batch_stats)), grads = grad_fn(module, state.params, state.batch_stats,
                                                           batch, rng, multi_label_weight,
-                                                          extra)
+                                                          extra, text_lengths)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics.update(grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
@@ -181,9 +207,10 @@ def make_train_step(model_config: GroupViTConfig, optimizer, schedule, mesh, sha
     batch_spec = {"images": sharding.batch_sharding(mesh, 4),
                   "tokens": sharding.batch_sharding(mesh, 3)}
     jitted = jax.jit(step, in_shardings=(shardings, batch_spec),
-                     out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+                     out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,),
+                     static_argnums=(2,))
 
-    def run(state, batch):
+    def run(state, batch, text_lengths=None):
         with jax.set_mesh(mesh):  # the losses read it to keep logits row-sharded
-            return jitted(state, batch)
+            return jitted(state, batch, text_lengths)
     return run

@@ -22,7 +22,7 @@ from groupvit_jax.evaluation import registry
 from groupvit_jax.train.batches import Interrupted, make_batches
 from groupvit_jax.train.extra_losses import ExtraLosses
 from groupvit_jax.train import checkpointing, recipe, sharding
-from groupvit_jax.train.step import create_train_state, make_train_step
+from groupvit_jax.train.step import create_train_state, make_train_step, text_lengths
 from groupvit_jax.models.config import GroupViTConfig
 from groupvit_jax.train.optim import make_optimizer
 from input_pipeline import cli
@@ -139,8 +139,12 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                 _save_on_stop(ckpt, state, batches, workdir)
                 break
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                # Tokens after the longest end-of-text change nothing: the text tower
+                # runs at the batch's bucket lengths (the same on every host).
+                lengths = sharding.host_max(text_lengths(host_batch["tokens"],
+                                                         model.text.context_length))
                 batch = sharding.make_global_batch(host_batch, mesh)
-                state, device_metrics = step_fn(state, batch)
+                state, device_metrics = step_fn(state, batch, lengths)
             metrics = jax.tree.map(float, device_metrics)
             _check_finite(metrics, step)
             progress(step)
