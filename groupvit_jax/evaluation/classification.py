@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from PIL import Image
 
@@ -36,6 +36,7 @@ from groupvit_jax.evaluation.datasets import IMAGE_SUFFIXES, read_class_names
 from groupvit_jax.evaluation.metrics import check_limit
 from groupvit_jax.models.model import l2_normalize
 from groupvit_jax.multihost import host_local
+from input_pipeline import paths as path_lib
 from input_pipeline.eval_readers import host_share
 from input_pipeline.templates import IMAGENET_7
 
@@ -48,16 +49,16 @@ TEXT_CHUNK = 256  # prompts per text-tower call at most
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationSet:
-    paths: tuple[Path, ...]
+    paths: tuple[epath.Path, ...]
     labels: np.ndarray  # int64 [N], indices into class_names
     class_names: tuple[str, ...]
 
 
-def _is_image(path: Path) -> bool:
+def _is_image(path: epath.Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _read_labels_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
+def _read_labels_file(path: epath.Path, num_classes: int) -> list[tuple[str, int]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: labels file not found.")
     entries = []
@@ -83,7 +84,8 @@ def _read_labels_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
     return entries
 
 
-def _flat_folder(root: Path, labels_file: Path, class_names: Sequence[str]) -> ClassificationSet:
+def _flat_folder(root: epath.Path, labels_file: epath.Path, class_names: Sequence[str]
+                 ) -> ClassificationSet:
     entries = _read_labels_file(labels_file, len(class_names))
     paths = tuple(root / name for name, _ in entries)
     missing = [str(p) for p in paths if not p.is_file()]
@@ -94,7 +96,7 @@ def _flat_folder(root: Path, labels_file: Path, class_names: Sequence[str]) -> C
                              tuple(class_names))
 
 
-def _class_folders(root: Path, names_file: Path | None) -> ClassificationSet:
+def _class_folders(root: epath.Path, names_file: epath.Path | None) -> ClassificationSet:
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     if not folders:
         raise FileNotFoundError(f"{root}: no class subfolders; for a flat folder of images "
@@ -116,24 +118,27 @@ def _class_folders(root: Path, names_file: Path | None) -> ClassificationSet:
     return ClassificationSet(tuple(paths), np.array(labels, np.int64), names)
 
 
-def read_image_folder(data_dir: str | Path, class_names: str | Path | None = None,
-                      labels: str | Path | None = None) -> ClassificationSet:
-    """A class-per-subfolder tree, or (with `labels`) a flat folder; see the module doc."""
-    root = Path(data_dir)
+def read_image_folder(data_dir: epath.PathLike, class_names: epath.PathLike | None = None,
+                      labels: epath.PathLike | None = None) -> ClassificationSet:
+    """A class-per-subfolder tree, or (with `labels`) a flat folder, local or gs://; see
+    the module doc."""
+    root = path_lib.as_path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data directory not found.")
     if labels is None:
-        return _class_folders(root, None if class_names is None else Path(class_names))
+        names_file = None if class_names is None else path_lib.as_path(class_names)
+        return _class_folders(root, names_file)
     if class_names is None:
         raise ValueError(f"a labels file ({labels}) needs a class names file too.")
-    return _flat_folder(root, Path(labels), read_class_names(class_names, unique=False))
+    names = read_class_names(class_names, unique=False)
+    return _flat_folder(root, path_lib.as_path(labels), names)
 
 
-def preprocess(path: Path, crop: int) -> np.ndarray:
+def preprocess(path: epath.Path, crop: int) -> np.ndarray:
     """float32 [crop, crop, 3], ImageNet-normalised: short side to 256/224 * crop (PIL
     bilinear, long side truncated as torchvision does), then the centre crop."""
     short = int(256 / 224 * crop)
-    with Image.open(path) as image:
+    with path.open("rb") as f, Image.open(f) as image:
         image = image.convert("RGB")
         w, h = image.size
         size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
@@ -163,7 +168,7 @@ def text_classifier(model, class_names: Sequence[str],
     return np.asarray(l2_normalize(embeds.mean(axis=1)))
 
 
-def _image_batches(paths: Sequence[Path], crop: int, batch_size: int,
+def _image_batches(paths: Sequence[epath.Path], crop: int, batch_size: int,
                    workers: int) -> Iterator[np.ndarray]:
     """Batches of preprocessed images; the next batch decodes while this one runs."""
     with ThreadPoolExecutor(workers) as pool:
