@@ -7,13 +7,15 @@ import subprocess
 
 import fsspec
 import gcsfs
+import jax
 import numpy as np
 import pytest
 
 import groupvit_jax as gv
+from groupvit_jax.checkpoints import pretrained
 from groupvit_jax.evaluation import eval_seg
 from groupvit_jax.train import checkpointing
-from input_pipeline import paths
+from input_pipeline import cli, paths
 from tests import loopback_only
 from tests.eval_data import write_folder_dataset
 from tests.gcs_emulator import ROOT, Emulator
@@ -147,4 +149,36 @@ def test_data_positions_in_a_bucket(gcs, bucket):
     assert bucket.ls(f"{workdir}/data_state/30", refresh=True) == [
         f"{BUCKET}/runs/positions/data_state/30/process_0.json"]  # no temporary file left
     assert not any(p.name.startswith("gs:") for p in paths.as_path(".").iterdir())
+    assert gcs.refused() == []
+
+
+def test_pytorch_checkpoints_load_from_a_bucket(gcs, bucket, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests import torch_reference
+    from tests.test_checkpoints import TEXT, VISION, _write_nvlabs_file
+
+    hf = torch_reference.hf_model(VISION, TEXT)
+    _write_nvlabs_file(hf, tmp_path / "release.pth")
+    hf.save_pretrained(tmp_path / "hf")
+    bucket.put(str(tmp_path / "release.pth"), f"{BUCKET}/torch/release.pth")
+    bucket.put(str(tmp_path / "hf"), f"{BUCKET}/torch/hf", recursive=True)
+    for local, remote in ((tmp_path / "release.pth", f"gs://{BUCKET}/torch/release.pth"),
+                          (tmp_path / "hf", f"gs://{BUCKET}/torch/hf")):
+        a, b = gv.load_pretrained(local), gv.load_pretrained(remote)
+        assert a.config == b.config
+        for x, y in zip(*(jax.tree.leaves(m.variables) for m in (a, b))):
+            np.testing.assert_array_equal(x, y)
+    assert gcs.refused() == []
+
+
+def test_binary_files_in_a_bucket(gcs, bucket):
+    out = f"gs://{BUCKET}/files/results.json"
+    assert str(cli.check_writable(out, folder=False)) == out
+    cli.write_json({"mIoU": 1.5}, out)
+    assert cli.read_json(out) == {"mIoU": 1.5}
+    with pytest.raises(IsADirectoryError, match="a folder, a file is expected"):
+        cli.check_writable(f"gs://{BUCKET}/files", folder=False)
+    with pytest.raises(FileExistsError, match="not empty"):
+        pretrained.check_export_destination(f"gs://{BUCKET}/files", False)
     assert gcs.refused() == []
