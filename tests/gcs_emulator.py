@@ -86,7 +86,7 @@ class Emulator:
                                        + (self.log_dir / "emulator.log").read_text()[-2000:])
                 time.sleep(0.2)
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *_) -> None:
         self._process.terminate()
         try:
             self._process.wait(timeout=20)

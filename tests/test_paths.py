@@ -19,10 +19,10 @@ def test_gs_urls_are_kept_whole():
     assert str(paths.absolute("gs://bucket/runs/a")) == "gs://bucket/runs/a"
     assert paths.is_remote(run) and not paths.is_remote("runs/a")
     # Where the workdir's files go: in the bucket, not in a local "gs:" folder.
-    assert str(checkpointing.checkpoint_dir("gs://bucket/runs/a")) == "gs://bucket/runs/a/checkpoints"
-    assert str(checkpointing.data_state_dir("gs://bucket/runs/a")) == "gs://bucket/runs/a/data_state"
-    assert str(checkpointing.set_aside_dir("gs://bucket/runs/a")) == \
-        "gs://bucket/runs/a/unreadable_checkpoints"
+    for folder, name in ((checkpointing.checkpoint_dir, "checkpoints"),
+                         (checkpointing.data_state_dir, "data_state"),
+                         (checkpointing.set_aside_dir, "unreadable_checkpoints")):
+        assert str(folder("gs://bucket/runs/a")) == f"gs://bucket/runs/a/{name}"
 
 
 def test_local_paths_stay_as_given(tmp_path, monkeypatch):
