@@ -2,6 +2,7 @@
 Cloud Storage emulator (tests/gcs_emulator.py), started and stopped here; no traffic
 leaves loopback (tests/loopback_only.py)."""
 import json
+import re
 import signal
 import subprocess
 
@@ -88,8 +89,8 @@ def test_train_stop_resume_export_in_a_bucket(gcs, bucket, tmp_path):
     # Rerun: resumes from the bucket's checkpoint to the end.
     resumed = _run(gcs, _train(gcs, tmp_path), tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    logged = resumed.stderr + resumed.stdout
-    assert f"[{stopped_at[0] + 1}] " in logged and f"[{stopped_at[0]}] " not in logged
+    losses_at = [int(step) for step in re.findall(r"\] \[(\d+)\] .*\bloss=", resumed.stderr)]
+    assert losses_at == list(range(stopped_at[0] + 1, 31)), resumed.stderr[-3000:]
     assert _steps(bucket, f"{RUN}/checkpoints")[-1] == 30
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
