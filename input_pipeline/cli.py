@@ -31,8 +31,9 @@ Exit codes, the same in every binary:
 `run` maps the exceptions to the codes; a flag value that only the work itself finds
 wrong is a `UsageError` (a ValueError, so library callers can catch ValueError).
 
-This module is imported by groupvit_jax and experiments too; it imports nothing of the
-project (input_pipeline never imports groupvit_jax).
+Every path a flag names goes through input_pipeline/paths.py: local or gs://, never
+rewritten. This module is imported by groupvit_jax and experiments too; of the project it
+imports only paths.py (input_pipeline never imports groupvit_jax).
 """
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from absl import app, flags
+from etils import epath
+
+from input_pipeline import paths
 
 OK = 0
 INTERNAL_ERROR = 1
@@ -160,24 +164,40 @@ def _one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def read_json(path: str | Path) -> Any:
-    """The JSON document in `path`; invalid JSON is a ValueError naming the file."""
-    path = Path(path)
+def path_flag(flag_values: flags.FlagValues, name: str) -> epath.Path | None:
+    """The path flag --name gives (local or gs://; None when unset); a scheme no file
+    system here handles, or a gs:// URL whose '//' was lost, is a UsageError naming it."""
+    value = flag_values[name].value
+    if value is None:
+        return None
+    try:
+        return paths.as_path(value)
+    except ValueError as e:
+        raise UsageError(f"--{name}: {e}") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON document in `path` (local or gs://); invalid JSON is a ValueError naming
+    the file."""
+    path = paths.as_path(path)
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
-def check_writable(path: str | Path, folder: bool) -> Path:
+def check_writable(path: str | os.PathLike, folder: bool) -> epath.Path:
     """`path` if a binary may write it (a folder, or a file when not `folder`), checked
     before any long work: a file where a folder is expected or the reverse, or no
-    permission, is the OSError naming it that writing would raise at the end."""
-    path = Path(path)
+    permission, is the OSError naming it that writing would raise at the end. In a bucket
+    only the first is checked: its permissions show when writing."""
+    path = paths.as_path(path)
     if path.exists() and path.is_dir() != folder:
         if folder:
             raise NotADirectoryError(errno.ENOTDIR, "a file, a folder is expected", str(path))
         raise IsADirectoryError(errno.EISDIR, "a folder, a file is expected", str(path))
+    if paths.is_remote(path):
+        return path
     parent = path if path.is_dir() else path.parent
     while not parent.exists():  # the folders to be made go under the nearest existing one
         parent = parent.parent
@@ -188,9 +208,10 @@ def check_writable(path: str | Path, folder: bool) -> Path:
     return path
 
 
-def write_json(document: Any, path: str | Path, **dumps_kwargs) -> Path:
-    """Writes `document` as indented JSON to `path` (folders made) and says so on stdout."""
-    path = Path(path)
+def write_json(document: Any, path: str | os.PathLike, **dumps_kwargs) -> epath.Path:
+    """Writes `document` as indented JSON to `path` (local or gs://; folders made) and says
+    so on stdout."""
+    path = paths.as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, **dumps_kwargs) + "\n")
     print(f"wrote {path}")

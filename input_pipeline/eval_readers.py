@@ -11,6 +11,8 @@ from typing import Iterator, Sequence, TypeVar
 import cv2
 import numpy as np
 
+from input_pipeline import paths
+
 T = TypeVar("T")
 
 
@@ -27,9 +29,8 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file -> RGB uint8 [H, W, 3]; see `decode_image`."""
-    with open(path, "rb") as f:
-        return decode_image(f.read(), str(path))
+    """An image file (local or gs://) -> RGB uint8 [H, W, 3]; see `decode_image`."""
+    return decode_image(paths.as_path(path).read_bytes(), str(path))
 
 
 def rescaled_size(height: int, width: int, short_side: int, long_side_max: int

@@ -17,6 +17,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="groupvit_jax_tests_xla_")
     os.environ["GROUPVIT_JAX_TESTS_CACHE_OWNER"] = str(os.getpid())
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# gs:// paths go through epath's gcsfs backend, the one that can be pointed at the local
+# storage emulator (tests/gcs_emulator.py); TensorFlow's cannot. gcsfs's plain client: its
+# bucket-type lookup is a gRPC call the emulator does not serve. Both are read once.
+os.environ.setdefault("EPATH_USE_TF", "false")
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import jax  # noqa: E402
 

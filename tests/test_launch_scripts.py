@@ -105,7 +105,7 @@ def test_tpu_pod_ships_setup_unless_skipped(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     command = _calls(stubs, "gcloud")[1][-1]
-    assert ("cd ~/groupvit_jax && python3 -m venv ~/groupvit_venv && "
+    assert ("cd ~/groupvit_jax && export EPATH_USE_TF=false && python3 -m venv ~/groupvit_venv && "
             "~/groupvit_venv/bin/pip install -q -e '.[tpu]' && ~/groupvit_venv/bin/python -m "
             "groupvit_jax.train --config=") in command
 

@@ -16,3 +16,5 @@ pytest_collection_modifyitems
 pytest_unconfigure
 # A config key read by name from the ConfigDict (ExtraLosses.from_config).
 _.segment_noun_words
+# The storage emulator's Response.status, read by the emulator (tests/storage_emulator.py).
+_.status

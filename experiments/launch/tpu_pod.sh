@@ -20,6 +20,8 @@ setup="python3 -m venv ~/groupvit_venv && ~/groupvit_venv/bin/pip install -q -e 
 if [[ ${LAUNCH_SKIP_SETUP:-0} == 1 ]]; then setup=""; fi
 train="~/groupvit_venv/bin/python -m groupvit_jax.train$(printf ' %q' "--config=$config" \
   "--workdir=$workdir" --jax_distributed "${@:5}")"
+# gs:// files go through epath's gcsfs backend, the one tests/test_gcs.py runs against a
+# local storage emulator (groupvit_jax/train/README.md#files-in-a-bucket).
 gcloud compute tpus tpu-vm ssh "$name" --zone "$zone" --worker=all --command "rm -rf \
 ~/groupvit_jax && mkdir ~/groupvit_jax && tar -xzf ~/groupvit_jax.tar.gz -C ~/groupvit_jax && \
-cd ~/groupvit_jax && $setup$train"
+cd ~/groupvit_jax && export EPATH_USE_TF=false && $setup$train"

@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 from absl import flags
 
-from input_pipeline import cli
+from input_pipeline import cli, paths
 
 PROGRESS = "[toyworld {:>5.0f}s] {}"
 
@@ -126,7 +127,7 @@ def evaluate(model, dataset, seg_cfg, kmeans: int = 0, log=print) -> dict:
                                                                    predictor.scale)}
 
 
-def run(config, workdir: str | Path) -> dict:
+def run(config, workdir: str | os.PathLike) -> dict:
     """Every step of the main job; returns the results it also writes to results.json."""
     from groupvit_jax.checkpoints import pretrained
     from groupvit_jax.train import trainer
@@ -137,7 +138,7 @@ def run(config, workdir: str | Path) -> dict:
     from groupvit_jax.evaluation.resize import Scale
 
     start = time.time()
-    workdir = Path(workdir)
+    workdir = paths.as_path(workdir)
     data_dir = write_world(config, log=lambda m: _log(start, "1/5 " + m))
     config.evals.seg.data_dir = str(data_dir / "eval")  # the scenes this run generated
 
@@ -188,15 +189,16 @@ def run(config, workdir: str | Path) -> dict:
 
 def define_flags(fv: flags.FlagValues) -> None:
     cli.define_config_file(fv, "experiments/toyworld/config.py", "the toy world's config")
-    flags.DEFINE_string("workdir", "out/toyworld", "training run, export, results, pictures",
-                        flag_values=fv)
+    flags.DEFINE_string("workdir", "out/toyworld", "training run, export, results, pictures "
+                        "(a local folder or gs://)", flag_values=fv)
 
 
 def _run(args: flags.FlagValues) -> int:
     from groupvit_jax.train.trainer import quiet_orbax_logs
+    workdir = cli.path_flag(args, "workdir")
     config = cli.config_value(args)
     quiet_orbax_logs()
-    run(config, args.workdir)
+    run(config, workdir)
     return cli.OK
 
 

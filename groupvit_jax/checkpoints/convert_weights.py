@@ -12,7 +12,7 @@ import jax
 from absl import flags
 
 from groupvit_jax.checkpoints import pretrained
-from input_pipeline import cli
+from input_pipeline import cli, paths
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -24,7 +24,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def _run(args: flags.FlagValues) -> int:
-    kind = pretrained.detect_format(pretrained.Path(args.src))
+    kind = pretrained.detect_format(paths.as_path(args.src))
     if kind == "ours":
         raise ValueError(f"{args.src}: already a groupvit_jax export.")
     pretrained.check_export_destination(args.dst, args.overwrite)

@@ -15,18 +15,18 @@ import functools
 import json
 import logging
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from groupvit_jax.checkpoints import integrity, torch_io, torch_layout
 from groupvit_jax.models.config import GroupViTConfig
 from groupvit_jax.models.model import GroupViT, clamped_scale
 from groupvit_jax.models.pixels import normalize_pixels
-from input_pipeline import cli
+from input_pipeline import cli, paths
 from input_pipeline.clip_tokenizer import get_tokenizer
 
 FORMAT = "groupvit_jax/v1"
@@ -136,7 +136,7 @@ def check_shapes(variables, config, source):
                                  f"{np.shape(got[path])}, the model expects {spec.shape}.")
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: epath.Path) -> str:
     """'ours', 'hf' or 'nvlabs'; a clear error for anything else."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory.")
@@ -153,7 +153,7 @@ def detect_format(path: Path) -> str:
                      f"Face model folder or a groupvit_jax export folder.")
 
 
-def read_export(path: Path) -> tuple[GroupViTConfig, dict]:
+def read_export(path: epath.Path) -> tuple[GroupViTConfig, dict]:
     meta_file = path / META_FILE
     meta = cli.read_json(meta_file)  # invalid JSON: a ValueError naming the file
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -161,7 +161,7 @@ def read_export(path: Path) -> tuple[GroupViTConfig, dict]:
         raise ValueError(f"{meta_file}: format {found!r}, expected {FORMAT!r}.")
     config = integrity.parse_config(meta_file, lambda: GroupViTConfig.from_dict(meta["model"]))
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_variables(config))
-    variables_dir = (path / VARIABLES_DIR).absolute()
+    variables_dir = paths.absolute(path / VARIABLES_DIR)
     if not variables_dir.is_dir():
         raise FileNotFoundError(f"{variables_dir}: missing; {path} is an incomplete export.")
     try:
@@ -179,11 +179,12 @@ def read_export(path: Path) -> tuple[GroupViTConfig, dict]:
 
 
 def load_pretrained(path: str | os.PathLike, **config_overrides) -> PretrainedGroupViT:
-    """Loads an NVlabs .pth, a Hugging Face GroupViT folder or our export folder.
+    """Loads an NVlabs .pth, a Hugging Face GroupViT folder or our export folder, local or
+    in a bucket (gs://).
 
     `config_overrides` replace runtime options of the model config (e.g. dtype="bfloat16").
     """
-    path = Path(path)
+    path = paths.as_path(path)
     kind = detect_format(path)
     if kind == "ours":
         config, variables = read_export(path)
@@ -196,10 +197,10 @@ def load_pretrained(path: str | os.PathLike, **config_overrides) -> PretrainedGr
     return PretrainedGroupViT(config.replace(**config_overrides), variables)
 
 
-def check_export_destination(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+def check_export_destination(out_dir: str | os.PathLike, overwrite: bool) -> epath.Path:
     """The absolute export folder, if `export` may write it: a clear OSError naming it
     otherwise (not empty without overwrite, a file, not writable), before any work."""
-    out = Path(out_dir).absolute()
+    out = paths.absolute(out_dir)
     cli.check_writable(out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True "
@@ -207,9 +208,10 @@ def check_export_destination(out_dir: str | os.PathLike, overwrite: bool) -> Pat
     return out
 
 
-def export(model: PretrainedGroupViT, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Writes `model` in our format; refuses to replace an existing folder unless asked,
-    and to write weights with NaN or inf."""
+def export(model: PretrainedGroupViT, out_dir: str | os.PathLike, overwrite: bool = False
+           ) -> epath.Path:
+    """Writes `model` in our format (a local folder or gs://); refuses to replace an
+    existing folder unless asked, and to write weights with NaN or inf."""
     out = check_export_destination(out_dir, overwrite)
     variables = jax.tree.map(np.asarray, model.variables)
     integrity.check_finite(integrity.named_leaves(variables), "the model to export")

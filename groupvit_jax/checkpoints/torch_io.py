@@ -12,9 +12,9 @@ import logging
 import pickle
 import re
 import types
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 from groupvit_jax.checkpoints import integrity, torch_layout
 from groupvit_jax.models.config import GroupViTConfig, TextConfig, VisionConfig
@@ -93,17 +93,18 @@ def _numpy_state(state) -> dict[str, np.ndarray]:
     return {k: v.detach().float().numpy() for k, v in state.items() if hasattr(v, "detach")}
 
 
-def _torch_load(path: Path, **kwargs):
+def _torch_load(path: epath.Path, **kwargs):
     torch = _torch()
     try:
-        return torch.load(path, map_location="cpu", **kwargs)
+        with path.open("rb") as f:  # a file object: torch.load reads no gs:// name itself
+            return torch.load(f, map_location="cpu", **kwargs)
     except OSError:  # missing, unreadable: the OS's own message names the file
         raise
     except Exception as e:  # torch raises many kinds for a bad file (truncated: RuntimeError)
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e}).") from e
 
 
-def read_nvlabs(path: Path):
+def read_nvlabs(path: epath.Path):
     ckpt = _torch_load(path, weights_only=False, pickle_module=_restricted_pickle)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         keys = list(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
@@ -169,7 +170,7 @@ def nvlabs_config(state, meta: dict | None = None, source="state dict") -> Group
         raise ValueError(f"{source}: not an NVlabs GroupViT state dict: key {e} is missing.") from None
 
 
-def read_hf(folder: Path):
+def read_hf(folder: epath.Path):
     cfg_file = folder / "config.json"
     hf = cli.read_json(cfg_file)  # invalid JSON: a ValueError naming the file
     model_type = hf.get("model_type") if isinstance(hf, dict) else type(hf).__name__
@@ -187,11 +188,11 @@ def read_hf(folder: Path):
     return state, config, torch_layout.HF
 
 
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+def _read_safetensors(path: epath.Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
     try:
-        return {k: v.astype(np.float32) for k, v in load_file(path).items()}
+        return {k: v.astype(np.float32) for k, v in load(path.read_bytes()).items()}
     except SafetensorError as e:  # truncated or damaged
         raise ValueError(f"{path}: not a readable safetensors file ({e}).") from e
 

@@ -32,11 +32,11 @@ import dataclasses
 import io
 import itertools
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from PIL import Image
 
@@ -46,6 +46,7 @@ from groupvit_jax.evaluation.metrics import check_limit
 from groupvit_jax.models.model import l2_normalize
 from groupvit_jax.models.text import trimmed_length
 from groupvit_jax.multihost import host_local
+from input_pipeline import paths as path_lib
 from input_pipeline.eval_readers import host_share
 from input_pipeline import mixture
 from input_pipeline.templates import IMAGENET_7
@@ -59,13 +60,13 @@ TEXT_CHUNK = 256  # prompts per text-tower call at most
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationSet:
-    paths: tuple[Path, ...]  # the image files; () for a TFDS dataset
+    paths: tuple[epath.Path, ...]  # the image files; () for a TFDS dataset
     labels: np.ndarray  # int64 [N], indices into class_names
     class_names: tuple[str, ...]
     # A TFDS dataset's first `limit` (None: all) images, encoded, in order.
     encoded: Callable[[int | None], Iterator[bytes]] | None = None
 
-    def images(self, indices: Sequence[int] | None = None) -> Iterable[Path | bytes]:
+    def images(self, indices: Sequence[int] | None = None) -> Iterable[epath.Path | bytes]:
         """The images at the ascending `indices` (None: all), as `preprocess` takes them."""
         if self.encoded is None:
             return self.paths if indices is None else [self.paths[i] for i in indices]
@@ -76,11 +77,11 @@ class ClassificationSet:
                 if i in wanted)
 
 
-def _is_image(path: Path) -> bool:
+def _is_image(path: epath.Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _read_labels_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
+def _read_labels_file(path: epath.Path, num_classes: int) -> list[tuple[str, int]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: labels file not found.")
     entries = []
@@ -106,7 +107,8 @@ def _read_labels_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
     return entries
 
 
-def _flat_folder(root: Path, labels_file: Path, class_names: Sequence[str]) -> ClassificationSet:
+def _flat_folder(root: epath.Path, labels_file: epath.Path, class_names: Sequence[str]
+                 ) -> ClassificationSet:
     entries = _read_labels_file(labels_file, len(class_names))
     paths = tuple(root / name for name, _ in entries)
     missing = [str(p) for p in paths if not p.is_file()]
@@ -117,7 +119,7 @@ def _flat_folder(root: Path, labels_file: Path, class_names: Sequence[str]) -> C
                              tuple(class_names))
 
 
-def _class_folders(root: Path, names_file: Path | None) -> ClassificationSet:
+def _class_folders(root: epath.Path, names_file: epath.Path | None) -> ClassificationSet:
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     if not folders:
         raise FileNotFoundError(f"{root}: no class subfolders; for a flat folder of images "
@@ -139,20 +141,23 @@ def _class_folders(root: Path, names_file: Path | None) -> ClassificationSet:
     return ClassificationSet(tuple(paths), np.array(labels, np.int64), names)
 
 
-def read_image_folder(data_dir: str | Path, class_names: str | Path | None = None,
-                      labels: str | Path | None = None) -> ClassificationSet:
-    """A class-per-subfolder tree, or (with `labels`) a flat folder; see the module doc."""
-    root = Path(data_dir)
+def read_image_folder(data_dir: epath.PathLike, class_names: epath.PathLike | None = None,
+                      labels: epath.PathLike | None = None) -> ClassificationSet:
+    """A class-per-subfolder tree, or (with `labels`) a flat folder, local or gs://; see
+    the module doc."""
+    root = path_lib.as_path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data directory not found.")
     if labels is None:
-        return _class_folders(root, None if class_names is None else Path(class_names))
+        names_file = None if class_names is None else path_lib.as_path(class_names)
+        return _class_folders(root, names_file)
     if class_names is None:
         raise ValueError(f"a labels file ({labels}) needs a class names file too.")
-    return _flat_folder(root, Path(labels), read_class_names(class_names, unique=False))
+    names = read_class_names(class_names, unique=False)
+    return _flat_folder(root, path_lib.as_path(labels), names)
 
 
-def read_tfds(spec: str, class_names: str | Path | None = None,
+def read_tfds(spec: str, class_names: epath.PathLike | None = None,
               data_dir: str | None = None) -> ClassificationSet:
     """`tfds:NAME[:SPLIT]` (split "validation" by default) from TFDS's `data_dir` (None:
     TFDS_DATA_DIR or its default); see the module doc."""
@@ -184,8 +189,8 @@ def read_tfds(spec: str, class_names: str | Path | None = None,
     return ClassificationSet((), labels, names, encoded)
 
 
-def read_dataset(data_dir: str | Path, class_names: str | Path | None = None,
-                 labels: str | Path | None = None,
+def read_dataset(data_dir: epath.PathLike, class_names: epath.PathLike | None = None,
+                 labels: epath.PathLike | None = None,
                  tfds_data_dir: str | None = None) -> ClassificationSet:
     """`read_tfds` for `tfds:...`, else `read_image_folder`."""
     if str(data_dir).startswith(mixture.TFDS_PREFIX):
@@ -196,12 +201,13 @@ def read_dataset(data_dir: str | Path, class_names: str | Path | None = None,
     return read_image_folder(data_dir, class_names, labels)
 
 
-def preprocess(image: Path | bytes, crop: int) -> np.ndarray:
+def preprocess(image: epath.Path | bytes, crop: int) -> np.ndarray:
     """float32 [crop, crop, 3], ImageNet-normalised: short side to 256/224 * crop (PIL
     bilinear, long side truncated as torchvision does), then the centre crop. `image`:
     a file, or encoded bytes."""
     short = int(256 / 224 * crop)
-    with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as opened:
+    with (io.BytesIO(image) if isinstance(image, bytes) else image.open("rb")) as f, \
+            Image.open(f) as opened:
         opened = opened.convert("RGB")
         w, h = opened.size
         size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
@@ -234,7 +240,7 @@ def text_classifier(model, class_names: Sequence[str],
     return np.asarray(l2_normalize(embeds.mean(axis=1)))
 
 
-def _image_batches(images: Iterable[Path | bytes], crop: int, batch_size: int,
+def _image_batches(images: Iterable[epath.Path | bytes], crop: int, batch_size: int,
                    workers: int) -> Iterator[np.ndarray]:
     """Batches of preprocessed images; the next batch decodes while this one runs."""
     images = iter(images)

@@ -18,12 +18,13 @@ Class names are the ones the released evaluation prompted with ("table", "plant"
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
+from input_pipeline import paths
 from input_pipeline.eval_readers import read_image
 
 BACKGROUND = "background"
@@ -57,12 +58,15 @@ COCO_OBJECT_CLASSES = (
 DEFAULT_BG_THRESH = {"voc": 0.95, "context": 0.35, "coco_object": 0.95, "folder": 0.95}
 
 
+Pair = tuple[epath.Path, epath.Path]
+
+
 @dataclasses.dataclass(frozen=True)
 class SegmentationDataset:
     name: str
     class_names: tuple[str, ...]  # label order; "background" first when with_background
     with_background: bool
-    pairs: tuple[tuple[Path, Path], ...]  # (image, label PNG)
+    pairs: tuple[Pair, ...]  # (image, label PNG)
 
     @property
     def query_names(self) -> tuple[str, ...]:
@@ -82,9 +86,10 @@ class SegmentationDataset:
         return image, label
 
 
-def read_label(path: Path) -> np.ndarray:
-    """A label PNG -> uint8 [H, W]: palette indices or grey values, never colours."""
-    with Image.open(path) as im:
+def read_label(path: epath.PathLike) -> np.ndarray:
+    """A label PNG (local or gs://) -> uint8 [H, W]: palette indices or grey values, never
+    colours."""
+    with paths.as_path(path).open("rb") as f, Image.open(f) as im:
         if im.mode not in ("P", "L", "I", "I;16"):
             raise ValueError(f"{path}: label images must be single-channel or palette PNGs, "
                              f"got mode {im.mode}.")
@@ -94,8 +99,8 @@ def read_label(path: Path) -> np.ndarray:
     return label.astype(np.uint8)
 
 
-def _require_dirs(*paths: Path) -> None:
-    missing = [str(p) for p in paths if not p.exists()]
+def _require_dirs(*folders: epath.Path) -> None:
+    missing = [str(p) for p in folders if not p.exists()]
     if missing:
         raise FileNotFoundError(f"missing: {', '.join(missing)}.")
 
@@ -105,29 +110,36 @@ def _missing_error(what: str, missing: list[str]) -> FileNotFoundError:
     return FileNotFoundError(f"{len(missing)} {what}: {shown}")
 
 
-def _split_pairs(root: Path, split_file: Path, label_dir: str) -> tuple[tuple[Path, Path], ...]:
+def _listed(folder: epath.Path) -> set[epath.Path]:
+    """The folder's entries: one listing, not a request per file in a bucket."""
+    return set(folder.iterdir())
+
+
+def _split_pairs(root: epath.Path, split_file: epath.Path, label_dir: str
+                 ) -> tuple[Pair, ...]:
     """Pairs for the ids of a split file (JPEGImages/<id>.jpg, <label_dir>/<id>.png)."""
     _require_dirs(root / "JPEGImages", root / label_dir, split_file)
     ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
     if not ids:
         raise ValueError(f"{split_file}: no image ids.")
     pairs = tuple((root / "JPEGImages" / f"{i}.jpg", root / label_dir / f"{i}.png") for i in ids)
-    missing = [str(p) for pair in pairs for p in pair if not p.exists()]
+    present = _listed(root / "JPEGImages") | _listed(root / label_dir)
+    missing = [str(p) for pair in pairs for p in pair if p not in present]
     if missing:
         raise _missing_error(f"files named by {split_file} are missing", missing)
     return pairs
 
 
-def voc(data_dir: str | Path) -> SegmentationDataset:
-    root = Path(data_dir)
+def voc(data_dir: epath.PathLike) -> SegmentationDataset:
+    root = paths.as_path(data_dir)
     if (root / "VOC2012").is_dir():
         root = root / "VOC2012"
     pairs = _split_pairs(root, root / "ImageSets/Segmentation/val.txt", "SegmentationClass")
     return SegmentationDataset("voc", VOC_CLASSES, True, pairs)
 
 
-def context(data_dir: str | Path) -> SegmentationDataset:
-    root = Path(data_dir)
+def context(data_dir: epath.PathLike) -> SegmentationDataset:
+    root = paths.as_path(data_dir)
     if (root / "VOC2010").is_dir():
         root = root / "VOC2010"
     pairs = _split_pairs(root, root / "ImageSets/SegmentationContext/val.txt",
@@ -135,8 +147,8 @@ def context(data_dir: str | Path) -> SegmentationDataset:
     return SegmentationDataset("context", CONTEXT_CLASSES, True, pairs)
 
 
-def _matched_pairs(images: list[Path], label_dir: Path, label_name: Callable[[str], str],
-                   label_glob: str) -> tuple[tuple[Path, Path], ...]:
+def _matched_pairs(images: list[epath.Path], label_dir: epath.Path,
+                   label_name: Callable[[str], str], label_glob: str) -> tuple[Pair, ...]:
     """Pairs images with labels by stem; every image needs a label and vice versa."""
     if not images:
         raise FileNotFoundError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) found.")
@@ -145,17 +157,18 @@ def _matched_pairs(images: list[Path], label_dir: Path, label_name: Callable[[st
     if len(set(labels)) != len(labels):
         twins = sorted({str(i) for i, label in pairs if labels.count(label) > 1})
         raise ValueError(f"images share a stem (one label each is needed): {twins[:5]}")
-    missing = [str(label) for _, label in pairs if not label.exists()]
+    present = set(label_dir.glob(label_glob))
+    missing = [str(label) for label in labels if label not in present]
     if missing:
         raise _missing_error("images have no label file", missing)
-    extra = sorted(set(label_dir.glob(label_glob)) - {label for _, label in pairs})
+    extra = sorted(present - set(labels))
     if extra:
         raise _missing_error("label files have no image", [str(p) for p in extra])
     return pairs
 
 
-def coco_object(data_dir: str | Path) -> SegmentationDataset:
-    root = Path(data_dir)
+def coco_object(data_dir: epath.PathLike) -> SegmentationDataset:
+    root = paths.as_path(data_dir)
     image_dir, label_dir = root / "images/val2017", root / "annotations/val2017"
     _require_dirs(image_dir, label_dir)
     images = sorted(image_dir.glob("*.jpg"))
@@ -164,11 +177,11 @@ def coco_object(data_dir: str | Path) -> SegmentationDataset:
     return SegmentationDataset("coco_object", COCO_OBJECT_CLASSES, True, pairs)
 
 
-def read_class_names(path: str | Path, unique: bool = True) -> tuple[str, ...]:
+def read_class_names(path: epath.PathLike, unique: bool = True) -> tuple[str, ...]:
     """One name per line, in label order. Segmentation classes must be unique (a
     prediction names one class); classification allows repeats (`unique=False`):
     ImageNet's own words repeat ("crane")."""
-    path = Path(path)
+    path = paths.as_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: class names file not found.")
     names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
@@ -179,8 +192,8 @@ def read_class_names(path: str | Path, unique: bool = True) -> tuple[str, ...]:
     return names
 
 
-def folder(data_dir: str | Path) -> SegmentationDataset:
-    root = Path(data_dir)
+def folder(data_dir: epath.PathLike) -> SegmentationDataset:
+    root = paths.as_path(data_dir)
     _require_dirs(root / "images", root / "labels", root / "classes.txt")
     names = read_class_names(root / "classes.txt")
     images = sorted(p for p in (root / "images").iterdir()
@@ -189,11 +202,11 @@ def folder(data_dir: str | Path) -> SegmentationDataset:
     return SegmentationDataset("folder", names, names[0] == BACKGROUND, pairs)
 
 
-READERS: dict[str, Callable[[str | Path], SegmentationDataset]] = {
+READERS: dict[str, Callable[[epath.PathLike], SegmentationDataset]] = {
     "voc": voc, "context": context, "coco_object": coco_object, "folder": folder}
 
 
-def load(name: str, data_dir: str | Path) -> SegmentationDataset:
+def load(name: str, data_dir: epath.PathLike) -> SegmentationDataset:
     if name not in READERS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(READERS)}.")
     return READERS[name](data_dir)

@@ -9,12 +9,12 @@ final segments; a one-stage model has only the first, a plain ViT none) and lege
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 from absl import flags
+from etils import epath
 
 import groupvit_jax as gv
 from groupvit_jax.evaluation import pictures
@@ -22,7 +22,7 @@ from groupvit_jax.evaluation import predict_segmentation
 from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE, add_template_flag
 from groupvit_jax.evaluation.scoring import group_probabilities
 from groupvit_jax.evaluation.resize import RELEASED, Scale, add_scale_flags, scale_from_flags
-from input_pipeline import cli
+from input_pipeline import cli, paths
 from input_pipeline.eval_readers import read_image, rescaled_size
 
 
@@ -67,12 +67,12 @@ def stage_group_maps(model, image: np.ndarray, scale: Scale = RELEASED) -> list[
             for stage in range(1, len(soft_maps) + 1)]
 
 
-def run(model, image: np.ndarray, class_names: Sequence[str], out_dir: str | Path,
+def run(model, image: np.ndarray, class_names: Sequence[str], out_dir: epath.PathLike,
         bg_thresh: float = 0.95, with_background: bool = True,
         template: str = DEFAULT_TEMPLATE,
-        scale: Scale = RELEASED) -> tuple[dict[str, Path], np.ndarray]:
+        scale: Scale = RELEASED) -> tuple[dict[str, epath.Path], np.ndarray]:
     """Predicts, draws and writes the demo's pictures; returns ({name: path}, labels)."""
-    out = Path(out_dir)
+    out = paths.as_path(out_dir)
     labels = predict_segmentation(model, image, class_names, bg_thresh=bg_thresh, scale=scale,
                                   with_background=with_background, template=template)
     ids = pictures.class_ids(labels, len(class_names), with_background)
@@ -106,7 +106,7 @@ def _run(args: flags.FlagValues) -> int:
     class_names = parse_classes(args.classes)
     scale = scale_from_flags(args)
     cli.check_writable(args.out, folder=True)  # before the model's work, not after it
-    if not Path(args.image).is_file():
+    if not paths.as_path(args.image).is_file():
         raise FileNotFoundError(f"{args.image}: image not found.")
     image = read_image(args.image)
     model = gv.load_pretrained(args.checkpoint)

@@ -7,14 +7,16 @@ c + 1 is class_names[c]; without, c is class_names[c]. Class c always has colour
 from __future__ import annotations
 
 import functools
+import io
 import os
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw, ImageFont
+
+from input_pipeline import paths
 
 IGNORE_LABEL = 255  # "not annotated" in ground-truth maps: drawn like background
 BOUNDARY_COLOUR = (255, 255, 255)
@@ -203,20 +205,13 @@ def render_legend(class_names: Sequence[str], present: Sequence[int],
     return np.asarray(canvas)
 
 
-def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Writes a uint8 [H, W, 3] (or [H, W]) array as PNG; the file appears whole or not at all."""
+def save_png(path: str | os.PathLike, array: np.ndarray) -> epath.Path:
+    """Writes a uint8 [H, W, 3] (or [H, W]) array as PNG (local or gs://); the file appears
+    whole or not at all."""
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise ValueError(f"{path}: expected a uint8 [H, W(, 3)] array, got "
                          f"{array.dtype} {array.shape}.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    encoded = io.BytesIO()
+    Image.fromarray(array).save(encoded, format="PNG")
+    return paths.write_atomically(path, encoded.getvalue())

@@ -8,13 +8,14 @@ alone logs and draws the pictures (every host's predictions are sent to it each 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
 from groupvit_jax.evaluation import datasets
@@ -22,6 +23,7 @@ from groupvit_jax.evaluation.metrics import SegmentationMetric, check_limit
 from groupvit_jax.evaluation.predict import DEFAULT_TEMPLATE, SegmentationPredictor
 from groupvit_jax.evaluation.resize import RELEASED, Scale
 from groupvit_jax.evaluation.pictures import render_segmentation, save_png
+from input_pipeline import paths
 from input_pipeline.eval_readers import batches, host_share
 
 PROGRESS_EVERY_S = 10.0
@@ -34,7 +36,7 @@ def progress_line(done: int, total: int, seconds: float) -> str:
     return f"[{done}/{total}] {rate:.2f} images/s, ETA {eta:.0f} s"
 
 
-def _write_vis(vis_dir: Path, dataset, index: int, image, labels) -> None:
+def _write_vis(vis_dir: epath.Path, dataset, index: int, image, labels) -> None:
     picture = render_segmentation(image, labels, dataset.query_names, dataset.with_background)
     save_png(vis_dir / f"{dataset.pairs[index][0].stem}.png", picture)
 
@@ -67,7 +69,7 @@ def make_predictor(model, dataset: datasets.SegmentationDataset,
 
 
 def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDataset, *,
-             limit: int | None = None, vis_dir: str | Path | None = None,
+             limit: int | None = None, vis_dir: str | os.PathLike | None = None,
              log: Callable[[str], None] | None = print) -> dict:
     """mIoU, aAcc, per-class IoU/Acc (percent) and run facts for `dataset`'s first `limit`
     images (all by default)."""
@@ -75,8 +77,9 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
     total = len(dataset) if limit is None else min(limit, len(dataset))
     mine = host_share(list(range(total)), jax.process_index(), jax.process_count())
     first = jax.process_index() == 0  # writes the pictures and logs
+    vis_dir = None if vis_dir is None else paths.as_path(vis_dir)
     if vis_dir is not None and first:
-        Path(vis_dir).mkdir(parents=True, exist_ok=True)
+        vis_dir.mkdir(parents=True, exist_ok=True)
     log = log if first else None
     metric = SegmentationMetric(dataset.class_names)
     start = last_log = time.time()
@@ -106,7 +109,7 @@ def evaluate(predictor: SegmentationPredictor, dataset: datasets.SegmentationDat
                     own = {i: image for i, image, _ in examples}
                     for i, prediction in pictures:
                         image = own[i] if i in own else dataset.read(i)[0]
-                        _write_vis(Path(vis_dir), dataset, i, image, prediction)
+                        _write_vis(vis_dir, dataset, i, image, prediction)
             done += len(examples) * jax.process_count()
             if log and (time.time() - last_log > PROGRESS_EVERY_S or pending is None):
                 log(progress_line(min(done, total), total, time.time() - start))

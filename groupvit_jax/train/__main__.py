@@ -18,8 +18,10 @@ from input_pipeline import cli, mixture
 
 def define_flags(fv: flags.FlagValues) -> None:
     cli.define_config_file(fv)
-    flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the resolved config go here.",
-                        flag_values=fv, required=True)
+    flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the resolved config go here: "
+                        "a local folder or a gs:// URL.", flag_values=fv, required=True)
+    flags.DEFINE_string("tensorboard_dir", None, "where the TensorBoard events go (a local "
+                        "folder or gs://); default: the workdir", flag_values=fv)
     cli.define_jax_distributed(fv)
 
 
@@ -32,13 +34,16 @@ def _data_files(config) -> list[dict]:
 
 
 def _run(args: flags.FlagValues) -> int:
+    workdir = cli.path_flag(args, "workdir")
+    tensorboard_dir = cli.path_flag(args, "tensorboard_dir")
     config = cli.config_value(args)
     recipe.check(config)  # before the trainer divides by them
     quiet_orbax_logs()
     multihost.initialize(args.jax_distributed)
-    multihost.check_hosts_agree({"--workdir": args.workdir, "config": config.to_dict(),
-                                 "data": _data_files(config)})
-    train_and_evaluate(config, args.workdir)
+    multihost.check_hosts_agree({"--workdir": args.workdir,
+                                 "--tensorboard_dir": args.tensorboard_dir,
+                                 "config": config.to_dict(), "data": _data_files(config)})
+    train_and_evaluate(config, workdir, tensorboard_dir)
     return cli.OK
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
+
+from input_pipeline import paths
 
 
 def manager(workdir, every_steps: int, keep: int) -> ocp.CheckpointManager:
@@ -18,8 +19,8 @@ def manager(workdir, every_steps: int, keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
-def checkpoint_dir(workdir) -> Path:
-    return Path(workdir).absolute() / "checkpoints"
+def checkpoint_dir(workdir) -> epath.Path:
+    return paths.absolute(workdir) / "checkpoints"
 
 
 def saved_steps(workdir) -> list[int]:
@@ -29,9 +30,9 @@ def saved_steps(workdir) -> list[int]:
         if folder.is_dir() else []
 
 
-def set_aside_dir(workdir) -> Path:
+def set_aside_dir(workdir) -> epath.Path:
     """Where unreadable checkpoints are moved: kept for inspection, out of Orbax's way."""
-    return Path(workdir).absolute() / "unreadable_checkpoints"
+    return paths.absolute(workdir) / "unreadable_checkpoints"
 
 
 def restore_latest(workdir, every_steps: int, keep: int, state):
@@ -75,7 +76,7 @@ class CheckpointError(ValueError):
         super().__init__(
             f"{checkpoint_dir(workdir)}: no checkpoint can be restored ({steps}). If the "
             f"config changed since the run began, resume with the one in "
-            f"{Path(workdir) / 'config.json'}; else train in a new workdir.")
+            f"{paths.as_path(workdir) / 'config.json'}; else train in a new workdir.")
 
 
 def _restore(mgr: ocp.CheckpointManager, step: int, state):
@@ -94,21 +95,17 @@ def save(mgr: ocp.CheckpointManager, state, force: bool = False) -> bool:
     return mgr.save(int(state.step), args=ocp.args.StandardSave(state), force=force)
 
 
-def data_state_dir(workdir) -> Path:
+def data_state_dir(workdir) -> epath.Path:
     """Per-process input-pipeline positions, one folder per saved step beside Orbax's."""
-    return Path(workdir).absolute() / "data_state"
+    return paths.absolute(workdir) / "data_state"
 
 
 def save_data_state(workdir, step: int, process_index: int, state: dict,
                     keep_steps: set[int]) -> None:
     """Writes this process's data position for `step` (atomically) and deletes the ones of
     steps Orbax no longer keeps."""
-    folder = data_state_dir(workdir) / str(step)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"process_{process_index}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(path)
+    path = data_state_dir(workdir) / str(step) / f"process_{process_index}.json"
+    paths.write_atomically(path, json.dumps(state).encode())
     prune_data_states(workdir, process_index, keep_steps | {step})
 
 
@@ -119,7 +116,8 @@ def prune_data_states(workdir, process_index: int, keep_steps: set[int]) -> None
     for folder in data_state_dir(workdir).iterdir():
         if folder.name.isdigit() and int(folder.name) not in keep_steps:
             (folder / f"process_{process_index}.json").unlink(missing_ok=True)
-            if not any(folder.iterdir()):
+            # In a bucket a folder is gone with its last file.
+            if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 
 

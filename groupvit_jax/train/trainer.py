@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -25,7 +25,7 @@ from groupvit_jax.train import checkpointing, recipe, sharding
 from groupvit_jax.train.step import create_train_state, make_train_step, text_lengths
 from groupvit_jax.models.config import GroupViTConfig
 from groupvit_jax.train.optim import make_optimizer
-from input_pipeline import cli
+from input_pipeline import cli, paths
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -59,7 +59,7 @@ def _check_finite(metrics, step):
                                  "is intact (lower the learning rate or use float32).")
 
 
-def _check_same_model(workdir: Path, config) -> None:
+def _check_same_model(workdir, config) -> None:
     """A workdir with checkpoints resumes only with the model its run was trained with."""
     saved_file = workdir / "config.json"
     if not saved_file.is_file() or not checkpointing.saved_steps(workdir):
@@ -88,10 +88,16 @@ def _hide_gpus_from_tensorflow():
     tf.config.set_visible_devices([], "GPU")
 
 
-def train_and_evaluate(config, workdir: str) -> list[dict]:
-    """Runs (or resumes) training to config's total steps; returns the logged metrics."""
+def train_and_evaluate(config, workdir: str | os.PathLike,
+                       tensorboard_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Runs (or resumes) training to config's total steps; returns the logged metrics.
+
+    `workdir` (checkpoints, data positions, config.json) and `tensorboard_dir` (the
+    TensorBoard events; default: the workdir) are local folders or gs:// URLs.
+    """
     _hide_gpus_from_tensorflow()
-    workdir = Path(workdir)
+    workdir = paths.as_path(workdir)
+    tensorboard_dir = workdir if tensorboard_dir is None else paths.as_path(tensorboard_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     model = GroupViTConfig.from_dict(config.model.to_dict())
     per_step = jax.device_count() * config.grad_accum_steps
@@ -120,7 +126,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                                   config.multi_label_weight, config.grad_accum_steps, extra)
 
         evals = registry.create(config.evals, config)
-        writer = metric_writers.create_default_writer(workdir,
+        writer = metric_writers.create_default_writer(tensorboard_dir,
                                                       just_logging=jax.process_index() > 0)
         cleanup.callback(writer.flush)
         progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
