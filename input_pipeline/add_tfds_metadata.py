@@ -9,16 +9,16 @@ them and moves the manifest to the current format. No record is read or rewritte
 """
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from absl import flags
 
-from input_pipeline import cli, records
+from input_pipeline import cli, paths, records
 
 
-def add_metadata(folder: str | Path) -> dict:
+def add_metadata(folder: str | os.PathLike) -> dict:
     """Writes TFDS's metadata for an OLD_FORMAT dataset and returns its manifest."""
-    folder = Path(folder)
+    folder = paths.as_path(folder)
     path = folder / records.MANIFEST
     manifest = cli.read_json(path) if path.is_file() else None
     if manifest is None or manifest.get("format") != records.OLD_FORMAT:

@@ -25,20 +25,23 @@ import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
 
 from absl import flags
+from etils import epath
 from PIL import Image
 
-from input_pipeline import cli, nouns, records, sources
+from input_pipeline import cli, nouns, paths, records, sources
 
 SHARD_PREFIX = "train"
 REPORT = "skipped.jsonl"
 SKIP_REASONS = ("undecodable", "empty_caption", "missing_caption", "missing_image",
                 "undecodable_caption", "duplicate_key")
 JPEG_QUALITY = 95
+UPLOAD_CHUNK = 16 << 20  # bytes per write when uploading to a bucket
 
 
 class UndecodableImage(ValueError):
@@ -227,7 +230,7 @@ def _assemble(build_dir: Path, results: list[UnitResult]) -> tuple[list[dict], d
     return shards, skipped
 
 
-def _is_converted_dataset(folder: Path) -> bool:
+def _is_converted_dataset(folder: os.PathLike) -> bool:
     try:
         manifest = json.loads((folder / records.MANIFEST).read_text())
     except (OSError, ValueError):
@@ -301,29 +304,37 @@ def _move_into_place(build_dir: Path, out_dir: Path, overwrite: bool) -> None:
     shutil.rmtree(old)
 
 
-def convert_dataset(inputs: list[str], fmt: str, out_dir: str | Path, *,
+def convert_dataset(inputs: list[str], fmt: str, out_dir: str | os.PathLike, *,
                     name: str | None = None, examples_per_shard: int = 2000,
                     resize_short_side: int | None = None, tagger: str | None = "pattern",
                     workers: int = 1, overwrite: bool = False, progress: bool = True,
                     image_column: str | None = None,
                     caption_column: str | None = None) -> dict:
-    """Converts `inputs` (paths or globs) of format `fmt` into a dataset at out_dir and
-    returns its manifest (as records.read_manifest gives it). With workers > 1 the worker
-    processes are spawned: a calling script needs the `if __name__ == "__main__":` guard."""
+    """Converts `inputs` (local paths or globs) of format `fmt` into a dataset at out_dir
+    (a local folder or gs://) and returns its manifest (as records.read_manifest gives
+    it). With workers > 1 the worker processes are spawned: a calling script needs the
+    `if __name__ == "__main__":` guard."""
+    if paths.is_remote(out_dir):
+        return _convert_to_bucket(inputs, fmt, paths.as_path(out_dir), overwrite,
+                                  dict(name=name, examples_per_shard=examples_per_shard,
+                                       resize_short_side=resize_short_side, tagger=tagger,
+                                       workers=workers, progress=progress,
+                                       image_column=image_column,
+                                       caption_column=caption_column))
     out_dir = Path(out_dir).absolute()
     if examples_per_shard < 1 or workers < 1:
         raise ValueError(f"examples_per_shard ({examples_per_shard}) and workers ({workers}) "
                          "must be positive")
     if resize_short_side is not None and resize_short_side < 1:
         raise ValueError(f"resize_short_side must be positive, got {resize_short_side}")
-    paths = sources.expand_inputs(list(inputs), fmt)
-    _check_destination(out_dir, overwrite, paths)
+    input_paths = sources.expand_inputs(list(inputs), fmt)
+    _check_destination(out_dir, overwrite, input_paths)
     if tagger is None:
         nouns_info = {"tagger": None, "version": None}
     else:
         nouns_info = nouns.tagger_info(tagger)
         nouns.get_tagger(tagger)  # a missing NLTK resource fails now, not in a worker
-    num_units, units = sources.plan(fmt, paths, examples_per_shard, image_column,
+    num_units, units = sources.plan(fmt, input_paths, examples_per_shard, image_column,
                                     caption_column)
     options = Options(examples_per_shard, resize_short_side, tagger)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -335,7 +346,7 @@ def convert_dataset(inputs: list[str], fmt: str, out_dir: str | Path, *,
         results = _run_units(units, num_units, build_dir, options, workers, progress)
         shards, skipped = _assemble(build_dir, results)
         if not shards:
-            raise ValueError(f"no usable example in {[str(p) for p in paths]}; skipped: "
+            raise ValueError(f"no usable example in {[str(p) for p in input_paths]}; skipped: "
                              f"{ {k: v for k, v in skipped.items() if v} }")
         records.write_tfds_metadata(build_dir, name or out_dir.name,
                                     [s["num_examples"] for s in shards])
@@ -344,7 +355,7 @@ def convert_dataset(inputs: list[str], fmt: str, out_dir: str | Path, *,
             "name": name or out_dir.name,
             "num_examples": sum(s["num_examples"] for s in shards),
             "shards": shards,
-            "source": {"kind": fmt, "inputs": [str(p) for p in paths]},
+            "source": {"kind": fmt, "inputs": [str(p) for p in input_paths]},
             "nouns": nouns_info,
             "image": {"resize_short_side": resize_short_side},
             "skipped": {**skipped, "report": REPORT},
@@ -355,6 +366,33 @@ def convert_dataset(inputs: list[str], fmt: str, out_dir: str | Path, *,
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
+    return records.read_manifest(out_dir)
+
+
+def _convert_to_bucket(inputs: list[str], fmt: str, out_dir: epath.Path, overwrite: bool,
+                       options: dict) -> dict:
+    """Builds the dataset in a local temporary folder, then uploads it, manifest last (a
+    folder with a manifest is complete). --overwrite replaces only a converted dataset."""
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir}: exists and is not empty; pass --overwrite "
+                                  "(overwrite=True) to replace it")
+        if not _is_converted_dataset(out_dir):
+            raise FileExistsError(f"{out_dir}: --overwrite replaces only a dataset this "
+                                  f"converter wrote (with its {records.MANIFEST}), and this "
+                                  "folder is not one; choose another --out")
+    with tempfile.TemporaryDirectory(prefix="groupvit_convert_") as local:
+        built = Path(local) / out_dir.name
+        convert_dataset(inputs, fmt, built, **options)
+        if out_dir.is_dir():
+            (out_dir / records.MANIFEST).unlink(missing_ok=True)  # incomplete from now on
+            for old in out_dir.iterdir():
+                old.unlink()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = sorted(built.iterdir(), key=lambda f: f.name == records.MANIFEST)
+        for file in files:
+            with file.open("rb") as source, (out_dir / file.name).open("wb") as target:
+                shutil.copyfileobj(source, target, UPLOAD_CHUNK)
     return records.read_manifest(out_dir)
 
 

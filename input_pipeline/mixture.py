@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import glob
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from input_pipeline import fields, records
+from etils import epath
+
+from input_pipeline import fields, paths, records
 
 TFDS_PREFIX = "tfds:"
 PAPER_DATASETS = {
@@ -58,9 +59,17 @@ def _is_path(key: str) -> bool:
     return "/" in key or any(c in key for c in "*?[")
 
 
-def _folders(key: str, data_dir: str | None) -> list[Path]:
+def _glob(pattern: str) -> list[epath.Path]:
+    """Local paths by the glob module; in a bucket, a pattern in the last part only."""
+    if not paths.is_remote(pattern):
+        return sorted(paths.as_path(m) for m in glob.glob(pattern))
+    path = paths.as_path(pattern)
+    return sorted(path.parent.glob(path.name))
+
+
+def _folders(key: str, data_dir: str | None) -> list[epath.Path]:
     if _is_path(key):
-        matches = sorted(Path(m) for m in glob.glob(key))
+        matches = _glob(key)
         found = [m for m in matches if (m / records.MANIFEST).is_file()]
         if not found:
             raise FileNotFoundError(
@@ -70,7 +79,7 @@ def _folders(key: str, data_dir: str | None) -> list[Path]:
     if not data_dir:
         raise ValueError(f"data.datasets names {key!r} but data.data_dir is empty: pass "
                          "--config.data.data_dir=DIR (the folder holding converted datasets).")
-    folder = Path(data_dir) / key
+    folder = paths.as_path(data_dir) / key
     if not (folder / records.MANIFEST).is_file():
         what = PAPER_DATASETS.get(key, "it")
         raise FileNotFoundError(f"data.datasets[{key!r}]: looked for {folder / records.MANIFEST}; "
@@ -78,7 +87,7 @@ def _folders(key: str, data_dir: str | None) -> list[Path]:
     return [folder]
 
 
-def _converted(folder: Path, name: str, weight: float) -> Source:
+def _converted(folder: epath.Path, name: str, weight: float) -> Source:
     import tensorflow_datasets as tfds
 
     manifest = records.read_manifest(folder)

@@ -39,7 +39,11 @@ record: `python -m input_pipeline.add_tfds_metadata --dataset FOLDER`.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+
+from etils import epath
+
+from input_pipeline import cli, paths
 
 FORMAT = "groupvit_jax.records/v2"
 OLD_FORMAT = "groupvit_jax.records/v1"  # the same shards without TFDS's metadata
@@ -87,16 +91,16 @@ def parse_example(serialized):
         serialized, decoders={"image": tfds.decode.SkipDecoding()})
 
 
-def write_tfds_metadata(folder: str | Path, name: str, shard_lengths: list[int]) -> None:
+def write_tfds_metadata(folder: str | os.PathLike, name: str, shard_lengths: list[int]) -> None:
     """Writes TFDS's dataset_info.json and features.json for the shards in `folder`
     (named by shard_name(SPLIT, ...)), so TFDS opens the folder as a dataset."""
     import tensorflow_datasets as tfds
 
-    folder = Path(folder)
+    folder = paths.as_path(folder)
     template = tfds.core.ShardedFileTemplate(
         data_dir=folder, template=FILENAME_TEMPLATE, dataset_name=name,
         filetype_suffix="tfrecord")
-    size = sum((folder / shard_name(SPLIT, i, len(shard_lengths))).stat().st_size
+    size = sum((folder / shard_name(SPLIT, i, len(shard_lengths))).stat().length
                for i in range(len(shard_lengths)))
     split = tfds.core.SplitInfo(name=SPLIT, shard_lengths=list(shard_lengths), num_bytes=size,
                                 filename_template=template)
@@ -106,32 +110,26 @@ def write_tfds_metadata(folder: str | Path, name: str, shard_lengths: list[int])
         "manifest.json says from what.")
 
 
-def write_manifest(folder: str | Path, manifest: dict) -> Path:
+def write_manifest(folder: str | os.PathLike, manifest: dict) -> epath.Path:
     """Writes manifest.json last and atomically: a folder with one is complete."""
-    folder = Path(folder)
+    folder = paths.as_path(folder)
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ValueError(f"manifest for {folder} lacks {missing}")
-    path = folder / MANIFEST
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, **manifest}, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    document = json.dumps({"format": FORMAT, **manifest}, indent=2) + "\n"
+    return paths.write_atomically(folder / MANIFEST, document.encode())
 
 
-def read_manifest(path: str | Path) -> dict:
-    """A dataset's manifest (given the folder or the file), with `shards[i].path` resolved
-    and every shard checked to exist."""
-    path = Path(path)
+def read_manifest(path: str | os.PathLike) -> dict:
+    """A dataset's manifest (given the folder or the file; local or gs://), with
+    `shards[i].path` resolved and every shard checked to exist."""
+    path = paths.as_path(path)
     if path.is_dir():
         path = path / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest; convert the dataset with "
                                 "`python -m input_pipeline.convert` first.")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    manifest = cli.read_json(path)  # invalid JSON: a ValueError naming the file
     if manifest.get("format") == OLD_FORMAT:
         raise ValueError(f"{path}: converted before datasets were TFDS datasets; add TFDS's "
                          f"metadata once (no record is rewritten): {MIGRATE} {path.parent}")
@@ -143,10 +141,11 @@ def read_manifest(path: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ValueError(f"{path}: manifest lacks {missing}")
+    present = {p.name for p in path.parent.iterdir()}  # one listing, also in a bucket
     absent = []
     for shard in manifest["shards"]:
         shard["path"] = str(path.parent / shard["file"])
-        if not Path(shard["path"]).is_file():
+        if shard["file"] not in present:
             absent.append(shard["file"])
     if absent:
         raise FileNotFoundError(f"{path}: {len(absent)} shard(s) missing, e.g. {absent[:3]}")

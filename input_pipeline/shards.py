@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import re
 
 import tensorflow as tf
+
+from input_pipeline import paths
 
 # Errors of reading a shard: DataLossError (checksum, truncated record), NotFoundError and
 # PermissionDeniedError (the file went away), FailedPreconditionError (a folder).
@@ -40,7 +41,7 @@ class ShardReading:
         self._opened: collections.deque[str] = collections.deque(maxlen=64 * len(sources))
         for source in sources:
             for path, expected in source.shard_bytes.items():
-                size = os.path.getsize(path)
+                size = paths.as_path(path).stat().length
                 if size != expected:
                     self._mark(path, 0, f"{size} bytes, the manifest says {expected}")
         self._check_each_dataset_readable()

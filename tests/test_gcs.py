@@ -183,3 +183,38 @@ def test_binary_files_in_a_bucket(gcs, bucket):
     with pytest.raises(FileExistsError, match="not empty"):
         pretrained.check_export_destination(f"gs://{BUCKET}/files", False)
     assert gcs.refused() == []
+
+
+def test_a_dataset_converted_into_a_bucket_resolves_as_locally(gcs, bucket, tmp_path):
+    from input_pipeline import convert, mixture, records
+    from input_pipeline.shards import ShardReading
+    from tests.train_records import _jpeg
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        (photos / f"{i}.jpg").write_bytes(_jpeg(i))
+        (photos / f"{i}.txt").write_text(f"a dog number {i}")
+    remote = f"gs://{BUCKET}/data/dogs"
+    options = dict(examples_per_shard=2, tagger=None, progress=False)
+    local = convert.convert_dataset([str(photos)], "folder", tmp_path / "dogs", **options)
+    manifest = convert.convert_dataset([str(photos)], "folder", remote, **options)
+    shards = [(s["file"], s["num_examples"], s["bytes"]) for s in manifest["shards"]]
+    assert shards == [(s["file"], s["num_examples"], s["bytes"]) for s in local["shards"]]
+    assert bucket.cat(f"{BUCKET}/data/dogs/{shards[0][0]}") == (
+        tmp_path / "dogs" / shards[0][0]).read_bytes()
+    # The training stream's view of it: TFDS's metadata, the shards and their sizes.
+    fields = {"image": "image", "caption": "caption", "nouns": "", "caption_choice": "first"}
+    (source,) = mixture.resolve({f"gs://{BUCKET}/data/dog*": 1.0}, "", fields)
+    assert (source.name, source.num_examples) == ("dogs", 5)
+    assert [(f.rsplit("/", 1)[1], n) for f, n in source.shards()] == [s[:2] for s in shards]
+    assert ShardReading([source]).lost == 0
+    with pytest.raises(FileExistsError, match="not empty; pass --overwrite"):
+        convert.convert_dataset([str(photos)], "folder", remote, **options)
+    again = convert.convert_dataset([str(photos)], "folder", remote, overwrite=True,
+                                    **{**options, "examples_per_shard": 5})
+    assert [s["num_examples"] for s in again["shards"]] == [5]
+    assert sorted(p.rsplit("/", 1)[1] for p in bucket.ls(f"{BUCKET}/data/dogs", refresh=True)
+                  ) == sorted(["dataset_info.json", "features.json", records.MANIFEST,
+                               "skipped.jsonl", records.shard_name("train", 0, 1)])
+    assert gcs.refused() == []
