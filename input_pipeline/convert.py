@@ -251,6 +251,11 @@ def _check_destination(out_dir: Path, overwrite: bool, inputs: Iterable[Path] = 
                                   "--out outside the inputs")
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir}: exists and is not a folder")
+    _check_replaceable(out_dir, overwrite)
+
+
+def _check_replaceable(out_dir: os.PathLike, overwrite: bool) -> None:
+    """Nothing there, or (with overwrite) a dataset this converter wrote."""
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return
     if not overwrite:
@@ -373,14 +378,7 @@ def _convert_to_bucket(inputs: list[str], fmt: str, out_dir: epath.Path, overwri
                        options: dict) -> dict:
     """Builds the dataset in a local temporary folder, then uploads it, manifest last (a
     folder with a manifest is complete). --overwrite replaces only a converted dataset."""
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir}: exists and is not empty; pass --overwrite "
-                                  "(overwrite=True) to replace it")
-        if not _is_converted_dataset(out_dir):
-            raise FileExistsError(f"{out_dir}: --overwrite replaces only a dataset this "
-                                  f"converter wrote (with its {records.MANIFEST}), and this "
-                                  "folder is not one; choose another --out")
+    _check_replaceable(out_dir, overwrite)
     with tempfile.TemporaryDirectory(prefix="groupvit_convert_") as local:
         built = Path(local) / out_dir.name
         convert_dataset(inputs, fmt, built, **options)
