@@ -12,12 +12,29 @@ intra-op parallelism 1) and batches of 64 so Python iteration does not count:
                          resize without antialiasing (float32 out)
     rrc_flip             decode window + resize to 224 + flip + normalise (target >= 600/s)
     rrc_flip_aliased     rrc_flip with antialias=False (plain bilinear; not the recipe)
+    rrc_flip_draft       rrc_flip with jpeg_draft=True (windows >= 2x the output decoded at
+                         1/2 scale in the DCT domain; not the recipe)
     rrc_flip_randaug     rrc_flip + RandAugment rand-m9-mstd0.5-inc1     (target >= 250/s)
     recipe               rrc_flip_randaug + RandomErasing 0.25 (train_image's defaults)
 
 img/s is images per wall-clock second; img/cpu-s is images per second of this process's
 CPU time, which moves less when other processes share the machine. Each figure is the
-best of --repeats runs. The table prints and the JSON (default
+best of --repeats runs.
+
+How far jpeg_draft moves the crops (`draft_deviation`): 224-pixel crops whose window is
+at least 448 on both sides, of two photos (scikit-learn's sample images, short side
+resized 427 -> 512 and saved at quality 95 as the converter does; the upscale smooths
+them a little) and of the generated JPEGs, compared as uint8 images (mean and max
+absolute difference in grey levels, share of values more than 4 levels apart, PSNR):
+
+    tf_vs_pil            the recipe's path against PIL (crop, Image.resize BILINEAR):
+                         what decoding with TensorFlow instead of PIL already moves
+    draft_vs_pil         jpeg_draft=True against PIL
+    draft_vs_tf          jpeg_draft=True against the recipe's path
+    pil_draft_vs_pil     PIL's own draft mode (Image.draft, then resize of the exact box)
+                         against PIL: the cost of DCT-domain scaling itself
+
+The table prints and the JSON (default
 experiments/benchmarks/results/augment_speed.json; --quick: the temp folder) keeps every
 run and the load average.
 Run it on an idle machine for the figures that count.
@@ -26,6 +43,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import math
 import os
 import platform
 import tempfile
@@ -77,9 +95,80 @@ PIPELINES = {
     "rrc_flip": lambda b, s: augment.train_image(b, s, randaugment=None, random_erasing=0.0),
     "rrc_flip_aliased": lambda b, s: augment.train_image(
         b, s, randaugment=None, random_erasing=0.0, antialias=False),
+    "rrc_flip_draft": lambda b, s: augment.train_image(
+        b, s, randaugment=None, random_erasing=0.0, jpeg_draft=True),
     "rrc_flip_randaug": lambda b, s: augment.train_image(b, s, random_erasing=0.0),
     "recipe": augment.train_image,
 }
+
+
+def _photos() -> list[bytes]:
+    """scikit-learn's two sample photos at the converted datasets' size and quality."""
+    from sklearn.datasets import load_sample_images  # test extra; only this part needs it
+    photos = []
+    for array in load_sample_images().images:
+        image = Image.fromarray(array)
+        factor = 512 / min(image.size)
+        image = image.resize([round(side * factor) for side in image.size], Image.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=95)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def _pil_crop(image_bytes: bytes, window, size: int, draft: bool = False) -> np.ndarray:
+    """torchvision's RandomResizedCrop step on PIL: crop, resize BILINEAR. draft: PIL's
+    draft mode at 1/2 scale, then the exact window's box resized."""
+    y, x, h, w = window
+    image = Image.open(io.BytesIO(image_bytes))
+    if not draft:
+        return np.asarray(image.convert("RGB").crop((x, y, x + w, y + h))
+                          .resize((size, size), Image.BILINEAR))
+    image.draft("RGB", (image.size[0] // 2, image.size[1] // 2))
+    box = (x / 2, y / 2, (x + w) / 2, (y + h) / 2)
+    return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR, box=box))
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> dict:
+    diff = np.abs(a.astype(np.float64) - b)
+    mse = max(float(np.mean(diff ** 2)), 1e-12)
+    return {"mean": float(diff.mean()), "max": float(diff.max()),
+            "over_4": float(np.mean(diff > 4)), "psnr_db": 10 * math.log10(255 ** 2 / mse)}
+
+
+def draft_deviation(images: list[bytes], crops_per_image: int = 15, size: int = 224) -> dict:
+    """The comparisons of the docstring, over crops whose window takes the 1/2 draft."""
+    pairs = {"tf_vs_pil": [], "draft_vs_pil": [], "draft_vs_tf": [], "pil_draft_vs_pil": []}
+    for i, image_bytes in enumerate(images):
+        height, width = (int(v) for v in tf.image.extract_jpeg_shape(image_bytes)[:2])
+        taken = 0
+        for j in range(1000):
+            if taken == crops_per_image:
+                break
+            seed = tf.constant([i, j], tf.int64)
+            window = [int(v) for v in augment.sample_crop_window(height, width, seed)]
+            if min(window[2:]) < 2 * size:
+                continue
+            taken += 1
+            ours = augment.resized_random_crop(image_bytes, seed, (size, size)).numpy()
+            drafted = augment.resized_random_crop(image_bytes, seed, (size, size),
+                                                  jpeg_draft=True).numpy()
+            pil = _pil_crop(image_bytes, window, size)
+            pairs["tf_vs_pil"].append(_difference(ours, pil))
+            pairs["draft_vs_pil"].append(_difference(drafted, pil))
+            pairs["draft_vs_tf"].append(_difference(drafted, ours))
+            pairs["pil_draft_vs_pil"].append(_difference(_pil_crop(image_bytes, window, size,
+                                                                   draft=True), pil))
+    summary = {}
+    for name, rows in pairs.items():
+        psnr = [r["psnr_db"] for r in rows]
+        summary[name] = {"crops": len(rows),
+                         "mean": float(np.mean([r["mean"] for r in rows])),
+                         "max": max(r["max"] for r in rows),
+                         "over_4": float(np.mean([r["over_4"] for r in rows])),
+                         "psnr_db_median": float(np.median(psnr)),
+                         "psnr_db_min": min(psnr)}
+    return summary
 
 
 def _one_core_dataset(images: list[bytes], fn) -> tf.data.Dataset:
@@ -145,8 +234,16 @@ def _run(args: flags.FlagValues) -> int:
                       "img_per_s_spread": hygiene.spread(r["img_per_s"] for r in results),
                       "runs": results}
         print(f"{name:18s} {best:8.0f} {best_cpu:10.0f} {target or '':>7}")
+    deviation = {"photos": draft_deviation(_photos()),
+                 "generated": draft_deviation(synthetic_jpegs(6))}
+    print(f"\n{'jpeg_draft deviation':26s} {'mean':>6s} {'max':>5s} {'>4':>7s} "
+          f"{'PSNR dB (min)':>14s}")
+    for kind, summary in deviation.items():
+        for name, row in summary.items():
+            print(f"{kind + ' ' + name:26s} {row['mean']:6.2f} {row['max']:5.0f} "
+                  f"{row['over_4']:7.2%} {row['psnr_db_median']:7.1f} ({row['psnr_db_min']:.1f})")
     report = {
-        "benchmark": "augment_speed", "rows": rows,
+        "benchmark": "augment_speed", "rows": rows, "draft_deviation": deviation,
         "setup": {"images": args.images, "batch": BATCH, "batches": args.batches,
                   "repeats": args.repeats, "image": "JPEG q90, short side 512, long 512-768",
                   "threads": 1},

@@ -87,6 +87,8 @@ AUGMENTATIONS = {
     "plain_crop_resize": "decode + crop + resize",
     "rrc_flip": "decode + RandomResizedCrop + flip (recipe: antialiased resize as PIL)",
     "rrc_flip_aliased": "the same with `data.augment.antialias=False`",
+    "rrc_flip_draft": "decode + RandomResizedCrop + flip, `data.augment.jpeg_draft=True` "
+                      "(not the recipe)",
     "rrc_flip_randaug": "+ RandAugment `rand-m9-mstd0.5-inc1`",
     "recipe": "the training recipe's augmentation",
 }
