@@ -79,6 +79,9 @@ def _run(args: flags.FlagValues) -> int:
         config.data.source, config.data.data_dir = "records", ""
         config.data.num_threads = os.cpu_count()
         config.data.shuffle_buffer = min(config.data.shuffle_buffer, images)
+        # Nothing is decoded here, so no batch is ever formed: keep the reader's guard
+        # against endless runs of skipped examples from stopping it.
+        config.data.max_skipped_in_a_row = 2**62
         rows = []
         for used in (folders[:1], folders) if len(folders) > 1 else (folders,):
             config.data.datasets = {folder: 1.0 for folder in used}
