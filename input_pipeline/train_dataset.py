@@ -82,8 +82,11 @@ def _serialized(source: mixture.Source, source_index: int, process_index: int,
         return readable.skip(skip).take(take)
 
     ds = tf.data.Dataset.range(2**62).flat_map(epoch_files)
-    # Sequential: a parallel interleave under choose_from_datasets hangs after a symbolic
-    # restore (TF 2.21). Reading records is cheap next to decoding them.
+    # Sequential. TF 2.21's parallel interleave restores the files it had opened ahead of
+    # its cycle with no thread to read them: a restored stream hangs when it reaches one
+    # (tests/test_reader_restore.py). Its private prefetch_input_elements=0 avoids that,
+    # but under symbolic checkpointing its per-record bookkeeping costs more CPU than
+    # reading the record, so on a few cores it reads no faster.
     ds = ds.interleave(records_of, cycle_length=min(FILE_CYCLE, len(instructions)))
 
     def shuffle_block(index, examples):

@@ -39,6 +39,7 @@ BINARIES = {
                                             ["--out={tmp}/a_file/missing", "--train=2",
                                              "--eval=2", "--workers=1"]),
     "experiments.benchmarks.input_speed": (["--steps=0"], ["--data={tmp}/missing"]),
+    "experiments.benchmarks.reader_speed": (["--records=0"], ["--data={tmp}/missing"]),
     "experiments.benchmarks.eval_speed": (["--images=0"], None),
     "experiments.benchmarks.augment_speed": (["--batches=0"], None),
     "experiments.benchmarks.model_speed": (["--repeats=0"], None),

@@ -33,6 +33,7 @@ BENCHMARKS = {
     "train_speed": ("experiments.benchmarks.train_speed", [], ["--quick"]),
     "eval_speed": ("experiments.benchmarks.eval_speed", ["--images", "50"], ["--images", "2"]),
     "input_speed": ("experiments.benchmarks.input_speed", [], ["--tiny"]),
+    "reader_speed": ("experiments.benchmarks.reader_speed", [], ["--tiny"]),
     "augment_speed": ("experiments.benchmarks.augment_speed", [], ["--quick"]),
 }
 
