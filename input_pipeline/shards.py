@@ -15,6 +15,7 @@ import collections
 import logging
 import re
 
+import numpy as np
 import tensorflow as tf
 
 from input_pipeline import paths
@@ -53,13 +54,16 @@ class ShardReading:
 
     def records_to_read(self, path: tf.Tensor) -> tf.Tensor:
         """int64 scalar: how many records of the shard at `path` to read (ALL: every one)."""
-        count = tf.py_function(self._records_to_read, [path], tf.int64)
+        # Declared stateless: a stateful op in the stream makes tf.data log a warning at
+        # every save of its position. The answer is a function of `path` and of what
+        # `diagnose` found, and the stream is restored (files reopened) after each find.
+        count = tf.numpy_function(self._records_to_read, [path], tf.int64, stateful=False)
         return tf.ensure_shape(count, [])
 
-    def _records_to_read(self, path: tf.Tensor) -> int:
-        path = path.numpy().decode()
+    def _records_to_read(self, path: bytes) -> np.int64:
+        path = path.decode()
         self._opened.append(path)
-        return self._readable.get(path, ALL)
+        return np.int64(self._readable.get(path, ALL))
 
     def diagnose(self, error: Exception) -> None:
         """After `error` from the stream: finds the damaged shards among those opened
