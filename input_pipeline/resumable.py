@@ -40,8 +40,8 @@ class ResumableBatches:
                  process_count: int | None = None, seed: int | None = None, chunk: int = 256):
         process = train_dataset.resolve_process(config, process_index, process_count, seed)
         self._chunk = chunk
-        self._sources = train_dataset.sources(config)
-        self._shards = ShardReading(self._sources)
+        # The datasets are resolved once (manifests, TFDS metadata, shard sizes).
+        self._shards = ShardReading(train_dataset.sources(config))
         self._serialized = iter(train_dataset.serialized_stream(
             config, *process, shards=self._shards).batch(chunk))
         signature = {"example_index": tf.TensorSpec([None], tf.int64),
@@ -49,7 +49,8 @@ class ResumableBatches:
                      "record": tf.TensorSpec([None], tf.string)}
         chunks = tf.data.Dataset.from_generator(self._chunks, output_signature=signature)
         self._dataset = train_dataset.prepared_batches(chunks.unbatch(), config, *process,
-                                                       watch=self._note_batch)
+                                                       watch=self._note_batch,
+                                                       datasets=self._shards.sources)
         self._batches = None  # started on the first next(), after any restore
         self._states: dict[int, bytes] = {}
         self._next_chunk = 0
@@ -106,8 +107,11 @@ class ResumableBatches:
         return SkippedTooManyError(
             f"{count} examples in a row were skipped (undecodable images or unparsable "
             f"records; data.max_skipped_in_a_row={self._max_in_a_row}) in "
-            f"{', '.join(s.folder for s in self._sources)}; check that data, or raise the "
+            f"{self._folders()}; check that data, or raise the "
             "limit.")
+
+    def _folders(self) -> str:
+        return ", ".join(s.folder for s in self._shards.sources)
 
     def __iter__(self):
         return self
@@ -132,7 +136,7 @@ class ResumableBatches:
             raise SkippedTooManyError(
                 f"{self.skipped} of {read} examples were skipped (undecodable images or "
                 f"unparsable records; data.max_skipped_fraction={self._max_fraction}) in "
-                f"{', '.join(s.folder for s in self._sources)}; check that data, or raise "
+                f"{self._folders()}; check that data, or raise "
                 "the limit.")
         return batch
 

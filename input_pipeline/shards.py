@@ -48,6 +48,10 @@ class ShardReading:
         self._check_each_dataset_readable()
 
     @property
+    def sources(self):
+        return self._sources
+
+    @property
     def lost(self) -> int:
         """Records of damaged shards that are not read (per pass over the data)."""
         return sum(self._expected[path] - n for path, n in self._readable.items())

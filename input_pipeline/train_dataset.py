@@ -169,10 +169,10 @@ def serialized_stream(config, process_index: int, process_count: int, seed: int,
                       shards: ShardReading | None = None) -> tf.data.Dataset:
     """{"example_index": i64, "source": i32, "record": serialised example}: this host's
     shuffled, mixed, endless stream before any decoding. It holds only cursors, so its
-    position can be saved cheaply (tf.data symbolic checkpointing). `shards` says how
-    much of each shard to read (default: a new ShardReading of the config's datasets)."""
-    datasets = sources(config)
-    shards = shards or ShardReading(datasets)
+    position can be saved cheaply (tf.data symbolic checkpointing). `shards` (of the
+    config's datasets) says how much of each shard to read; default: a new ShardReading."""
+    shards = shards or ShardReading(sources(config))
+    datasets = shards.sources
     streams = [_serialized(s, i, process_index, process_count, seed, config.data.shuffle_buffer,
                            shards)
                for i, s in enumerate(datasets)]
@@ -193,15 +193,17 @@ def _options(config, symbolic_checkpoint: bool = False) -> tf.data.Options:
 
 def prepared_batches(examples: tf.data.Dataset, config, process_index: int,
                      process_count: int, seed: int,
-                     watch: Callable[[np.ndarray], np.ndarray] | None = None) -> tf.data.Dataset:
+                     watch: Callable[[np.ndarray], np.ndarray] | None = None,
+                     datasets: list[mixture.Source] | None = None) -> tf.data.Dataset:
     """serialized_stream's elements -> batches of images and tokens (module docstring).
-    `watch` sees each batch's example_index as it is formed (and returns it)."""
+    `watch` sees each batch's example_index as it is formed (and returns it); `datasets`:
+    the config's, already resolved (default: resolved here)."""
     data = config.data
     text = config.model.text
     _check(config, process_count)
     tokenizer = tokenize_ops.make_tokenizer(data.tokenizer, text.context_length)
     tokenize_ops.check_vocab_size(tokenizer, text.vocab_size, data.tokenizer)
-    readers = [_reader(source) for source in sources(config)]
+    readers = [_reader(source) for source in datasets or sources(config)]
     image_options = data.augment.to_dict()
 
     def prepare(element):

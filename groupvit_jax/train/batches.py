@@ -75,7 +75,7 @@ class RecordBatches:
     def _read(self):
         while not self._closed.is_set():
             try:
-                item = (next(self._stream), self._stream.position, self._stream.skipped)
+                item = (next(self._stream), self._stream.position)
             except BaseException as e:  # noqa: BLE001 - handed to the trainer's thread
                 item = e
             while not self._closed.is_set():
@@ -104,7 +104,8 @@ class RecordBatches:
                     raise Interrupted from None
         if isinstance(item, BaseException):
             raise item
-        batch, self._position, skipped = item
+        batch, self._position = item
+        skipped = self._skipped()
         if skipped >= max(2 * self._skipped_logged, 1):  # 1, 2, 4, ...: never a flood
             logging.warning("%d examples skipped so far (undecodable or corrupt).", skipped)
             self._skipped_logged = skipped
@@ -115,8 +116,11 @@ class RecordBatches:
                                       self._stream.state(self._position), keep_steps)
 
     def metrics(self) -> dict:
-        return {"data/skipped_examples": self._position[0] + 1 - self._position[1],
-                "data/lost_records": self._stream.lost}
+        return {"data/skipped_examples": self._skipped(), "data/lost_records": self._stream.lost}
+
+    def _skipped(self) -> int:
+        last_index, delivered = self._position  # examples read through, examples handed out
+        return last_index + 1 - delivered
 
 
 def make_batches(config, model: GroupViTConfig, workdir, start_step: int,
