@@ -3,10 +3,15 @@
 The decoded part of the pipeline cannot be checkpointed by tf.data (skipping corrupt
 examples is not supported by its symbolic checkpoints, and its explicit ones would store
 every buffered image). So the cheap-to-checkpoint undecoded stream runs as its own
-iterator, feeding the decoding pipeline in chunks of `chunk` records; before each chunk
-its state (a few cursors) is remembered. The state of "the next example a batch will
-hold" is then the state before that example's chunk plus how many of the chunk's
-examples were already used, which a restored stream skips.
+iterator, feeding the decoding pipeline in chunks of `chunk` records; before every
+`save_every`-th chunk its state (a few cursors) is remembered. The state of "the next
+example a batch will hold" is then the last state remembered before that example plus
+how many examples came after it, which a restored stream skips (reading, not decoding,
+them). States are not remembered before every chunk: saving one costs about as much as
+reading a few hundred records.
+
+The chunks pass from one tf.data pipeline to the other as tensors, through a
+tf.py_function: never as numpy arrays, whose conversion copies every record twice.
 """
 from __future__ import annotations
 
@@ -18,8 +23,10 @@ import tensorflow as tf
 from input_pipeline import train_dataset
 from input_pipeline.shards import READ_ERRORS, ShardReading, UnreadableDataError
 
-MAX_REMEMBERED_CHUNKS = 4096  # >> chunks in flight between the reader and the trainer
+READER_VERSION = 2  # saved positions of another version address another stream
+MAX_REMEMBERED_STATES = 256  # >> states between the reader and the trainer's last batch
 MIN_READ_FOR_FRACTION = 1000  # examples read before data.max_skipped_fraction applies
+_SIGNATURE = {"example_index": tf.int64, "source": tf.int32, "record": tf.string}
 
 
 class SkippedTooManyError(ValueError):
@@ -37,24 +44,26 @@ class ResumableBatches:
     would otherwise never yield a batch."""
 
     def __init__(self, config, *, process_index: int | None = None,
-                 process_count: int | None = None, seed: int | None = None, chunk: int = 256):
+                 process_count: int | None = None, seed: int | None = None, chunk: int = 256,
+                 save_every: int = 16):
         process = train_dataset.resolve_process(config, process_index, process_count, seed)
         self._chunk = chunk
+        self._save_every = save_every
         # The datasets are resolved once (manifests, TFDS metadata, shard sizes).
         self._shards = ShardReading(train_dataset.sources(config))
-        self._serialized = iter(train_dataset.serialized_stream(
-            config, *process, shards=self._shards).batch(chunk))
-        signature = {"example_index": tf.TensorSpec([None], tf.int64),
-                     "source": tf.TensorSpec([None], tf.int32),
-                     "record": tf.TensorSpec([None], tf.string)}
-        chunks = tf.data.Dataset.from_generator(self._chunks, output_signature=signature)
-        self._dataset = train_dataset.prepared_batches(chunks.unbatch(), config, *process,
-                                                       watch=self._note_batch,
+        self._serialized = iter(train_dataset.serialized_chunks(
+            config, *process, chunk=chunk, shards=self._shards))
+        self._feed = self._chunks()
+        self.undecoded = tf.data.Dataset.range(2**62).map(self._next_chunk).take_while(
+            lambda chunk: tf.size(chunk["record"]) > 0)
+        """The chunks of records handed to decoding (for measuring the reader)."""
+        self._dataset = train_dataset.prepared_batches(self.undecoded.unbatch(), config,
+                                                       *process, watch=self._note_batch,
                                                        datasets=self._shards.sources)
         self._batches = None  # started on the first next(), after any restore
-        self._states: dict[int, bytes] = {}
-        self._next_chunk = 0
-        self._skip_in_next_chunk = 0
+        self._states: dict[int, bytes] = {}  # chunk -> the reader's state before it
+        self._read_chunk = 0  # the chunk self._serialized reads next
+        self._feed_from = 0   # example_index of the next example to hand to decoding
         self._last_index = -1  # example_index of the last example handed out
         self._delivered = 0    # examples handed out since the stream began
         self._max_in_a_row = config.data.max_skipped_in_a_row
@@ -70,9 +79,20 @@ class ResumableBatches:
 
     def _remember_state(self):
         # tf.data's own checkpoints use the same _save/_restore pair; here the state
-        # is needed in memory, once per chunk.
-        self._states[self._next_chunk] = self._serialized._save().numpy()
-        self._states.pop(self._next_chunk - MAX_REMEMBERED_CHUNKS, None)
+        # is needed in memory.
+        self._states[self._read_chunk] = self._serialized._save().numpy()
+        if len(self._states) > MAX_REMEMBERED_STATES:
+            del self._states[min(self._states)]
+
+    def _next_chunk(self, _) -> dict[str, tf.Tensor]:
+        chunk = tf.py_function(self._next_chunk_tensors, [], list(_SIGNATURE.values()))
+        return {key: tf.ensure_shape(value, [None]) for key, value in zip(_SIGNATURE, chunk)}
+
+    def _next_chunk_tensors(self) -> list[tf.Tensor]:
+        chunk = next(self._feed, None)
+        if chunk is None:  # the end: an empty chunk
+            return [tf.zeros([0], dtype) for dtype in _SIGNATURE.values()]
+        return [chunk[key] for key in _SIGNATURE]
 
     def _chunks(self):
         # Runs inside tf.data, whose error skipping downstream would swallow an exception
@@ -83,21 +103,28 @@ class ResumableBatches:
                 self._failure = self._too_many_in_a_row(self._fed_through - self._batched_through)
                 return
             try:
-                chunk = {k: v.numpy() for k, v in next(self._serialized).items()}
+                chunk = next(self._serialized)
             except READ_ERRORS as e:
                 try:
                     self._shards.diagnose(e)
                 except UnreadableDataError as unreadable:
                     self._failure = unreadable
                     return
-                # Read this chunk again, now without the damaged shards' bad part.
-                self._serialized._restore(tf.constant(self._states[self._next_chunk]))
+                # Read again from the last state remembered, now without the damaged
+                # shards' bad part; what was fed already is skipped.
+                self._read_chunk = max(c for c in self._states if c <= self._read_chunk)
+                self._serialized._restore(tf.constant(self._states[self._read_chunk]))
                 continue
-            self._next_chunk += 1
-            self._remember_state()  # before the next chunk, so the last one is never missing
-            skip, self._skip_in_next_chunk = self._skip_in_next_chunk, 0
-            self._fed_through = int(chunk["example_index"][-1])
-            yield {k: v[skip:] for k, v in chunk.items()}
+            start = self._read_chunk * self._chunk
+            self._read_chunk += 1
+            if self._read_chunk % self._save_every == 0:
+                self._remember_state()
+            if self._feed_from >= start + self._chunk:
+                continue
+            skip = self._feed_from - start
+            self._feed_from = self._fed_through = start + self._chunk - 1
+            self._feed_from += 1
+            yield {key: value[skip:] if skip else value for key, value in chunk.items()}
 
     def _note_batch(self, example_index: np.ndarray) -> np.ndarray:
         self._batched_through = int(example_index[-1])
@@ -156,12 +183,14 @@ class ResumableBatches:
     def state(self, position: tuple[int, int] | None = None) -> dict:
         """JSON-able position after the last batch handed out (or at `position`)."""
         last_index, delivered = position or self.position
-        chunk, skip = divmod(last_index + 1, self._chunk)
-        if chunk not in self._states:
-            raise RuntimeError(f"the reader's state before chunk {chunk} was not kept "
+        wanted = (last_index + 1) // self._chunk
+        chunk = max((c for c in self._states if c <= wanted), default=None)
+        if chunk is None:
+            raise RuntimeError(f"the reader's state before chunk {wanted} was not kept "
                                f"(kept {min(self._states, default=None)}..); raise "
-                               "MAX_REMEMBERED_CHUNKS.")
-        return {"chunk_size": self._chunk, "chunk": chunk, "skip": skip,
+                               "MAX_REMEMBERED_STATES.")
+        return {"reader_version": READER_VERSION, "chunk_size": self._chunk, "chunk": chunk,
+                "skip": last_index + 1 - chunk * self._chunk,
                 "reader": base64.b64encode(self._states[chunk]).decode("ascii"),
                 "last_index": last_index, "delivered": delivered}
 
@@ -169,11 +198,19 @@ class ResumableBatches:
         """Continue after the batch `state` was taken at; only before the first batch."""
         if self._batches is not None:
             raise RuntimeError("restore() must come before the first batch is read.")
+        version = state.get("reader_version", 1)
+        if version != READER_VERSION:
+            raise ValueError(
+                f"this data position was saved by version {version} of the training "
+                f"stream's reader, which orders the examples differently from this one "
+                f"(version {READER_VERSION}): resume with the code that saved it, or remove "
+                "the workdir's data_state folder to start the data stream from its "
+                "beginning.")
         if state["chunk_size"] != self._chunk:
             raise ValueError(f"saved with chunks of {state['chunk_size']}, reading {self._chunk}")
         self._serialized._restore(tf.constant(base64.b64decode(state["reader"])))
-        self._next_chunk = state["chunk"]
-        self._skip_in_next_chunk = state["skip"]
+        self._read_chunk = state["chunk"]
+        self._feed_from = state["chunk"] * self._chunk + state["skip"]
         self._last_index = state["last_index"]
         self._delivered = state["delivered"]
         self._fed_through = self._batched_through = self._last_index

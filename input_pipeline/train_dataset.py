@@ -9,9 +9,11 @@ examples shuffled in blocks of `data.shuffle_buffer` (a seeded permutation of ea
 block), the datasets mixed by `input_pipeline.mixture`, then parse (the dataset's TFDS
 features, input_pipeline.fields) + decode + augment, prompts and tokens. Every random
 choice is a stateless function of (seed, host, position), so the stream is a pure
-function of the config. Its undecoded part (`serialized_stream`) checkpoints as a few
-cursors (tf.data symbolic checkpointing), not as a shuffle buffer; `input_pipeline.
-resumable` builds the exactly resumable stream the trainer uses from that. That part
+function of the config. Its undecoded part (`serialized_chunks`, `serialized_stream`)
+checkpoints as a few cursors (tf.data symbolic checkpointing), not as a shuffle buffer;
+`input_pipeline.resumable` builds the exactly resumable stream the trainer uses from that.
+That part does no per-record work in Python or in tf.data functions: under symbolic
+checkpointing every function call per record costs more than reading the record. That part
 reads the raw records of the file instructions TFDS gives for the host's share, not
 `builder.as_dataset`, which parses as it reads: parsing comes after the checkpointed
 part, where a corrupt record can be skipped.
@@ -32,7 +34,10 @@ from input_pipeline import augment, fields, mixture, nouns, prompts
 from input_pipeline import tokenize_ops
 from input_pipeline.shards import ShardReading
 
-FILE_CYCLE = 8  # files read in parallel per dataset: mixes neighbouring shards
+FILE_CYCLE = 8  # files read at a time per dataset: mixes neighbouring shards
+FILE_READ_AHEAD = 64  # records each open file reads ahead, in a thread of its own
+MIX_DRAWS = 1024  # a mixture's dataset choices drawn per call
+STREAM_CHUNK = 256  # examples per chunk of serialized_stream
 ONLINE_TAGGER = "pattern"  # for datasets stored without nouns; needs no downloaded data
 
 
@@ -79,24 +84,25 @@ def _serialized(source: mixture.Source, source_index: int, process_index: int,
 
     def records_of(file, skip, take):
         readable = tf.data.TFRecordDataset(file).take(shards.records_to_read(file))
-        return readable.skip(skip).take(take)
+        # The open files read ahead in parallel, each in its own thread, while the
+        # interleave below takes their records in its sequential order.
+        return readable.skip(skip).take(take).prefetch(FILE_READ_AHEAD)
 
     ds = tf.data.Dataset.range(2**62).flat_map(epoch_files)
-    # Sequential. TF 2.21's parallel interleave restores the files it had opened ahead of
-    # its cycle with no thread to read them: a restored stream hangs when it reaches one
-    # (tests/test_reader_restore.py). Its private prefetch_input_elements=0 avoids that,
-    # but under symbolic checkpointing its per-record bookkeeping costs more CPU than
-    # reading the record, so on a few cores it reads no faster.
+    # A sequential interleave over files that read ahead, not a parallel interleave:
+    # TF 2.21's parallel interleave restores the files it had opened ahead of its cycle
+    # with no thread to read them, and a restored stream hangs when it reaches one
+    # (tests/test_reader_restore.py).
     ds = ds.interleave(records_of, cycle_length=min(FILE_CYCLE, len(instructions)))
 
     def shuffle_block(index, examples):
         order = _permutation(_seed(seed, source_index, process_index, index), block)
-        return tf.gather(examples, order)
+        return tf.fill([block], tf.constant(source_index)), tf.gather(examples, order)
 
     # A seeded permutation per block of `block` examples instead of a shuffle buffer:
     # the same mixing, and its state is a cursor, so checkpoints stay small.
     ds = ds.batch(block, drop_remainder=True).enumerate().map(shuffle_block).prefetch(1)
-    return ds.unbatch().map(lambda x: (tf.constant(source_index), x))
+    return ds.unbatch()
 
 
 def _mixed(streams: list[tf.data.Dataset], probabilities: list[float], process_index: int,
@@ -105,11 +111,11 @@ def _mixed(streams: list[tf.data.Dataset], probabilities: list[float], process_i
         return streams[0]
     logits = tf.math.log(tf.constant([probabilities], tf.float32))
 
-    def pick(position):
-        draw = tf.random.stateless_categorical(logits, 1, _seed(seed, -1, process_index, position))
-        return tf.cast(draw[0, 0], tf.int64)
+    def draws(group):  # the choices for positions group * MIX_DRAWS, ...
+        return tf.random.stateless_categorical(logits, MIX_DRAWS,
+                                               _seed(seed, -1, process_index, group))[0]
 
-    choice = tf.data.Dataset.range(2**62).map(pick)
+    choice = tf.data.Dataset.range(2**62).map(draws).unbatch()
     return tf.data.Dataset.choose_from_datasets(streams, choice)
 
 
@@ -165,20 +171,35 @@ def _check(config, process_count: int) -> None:
                          f"and data.max_skipped_fraction={data.max_skipped_fraction} in [0, 1].")
 
 
-def serialized_stream(config, process_index: int, process_count: int, seed: int,
-                      shards: ShardReading | None = None) -> tf.data.Dataset:
-    """{"example_index": i64, "source": i32, "record": serialised example}: this host's
-    shuffled, mixed, endless stream before any decoding. It holds only cursors, so its
-    position can be saved cheaply (tf.data symbolic checkpointing). `shards` (of the
-    config's datasets) says how much of each shard to read; default: a new ShardReading."""
+def serialized_chunks(config, process_index: int, process_count: int, seed: int,
+                      chunk: int, shards: ShardReading | None = None) -> tf.data.Dataset:
+    """This host's shuffled, mixed, endless stream before any decoding, in chunks of
+    `chunk` consecutive examples: {"example_index": i64 [chunk], "source": i32 [chunk],
+    "record": serialised examples [chunk]}. It holds only cursors, so its position can be
+    saved cheaply (tf.data symbolic checkpointing). `shards` (of the config's datasets)
+    says how much of each shard to read; default: a new ShardReading."""
     shards = shards or ShardReading(sources(config))
     datasets = shards.sources
     streams = [_serialized(s, i, process_index, process_count, seed, config.data.shuffle_buffer,
                            shards)
                for i, s in enumerate(datasets)]
     ds = _mixed(streams, mixture.probabilities(datasets), process_index, seed)
-    ds = ds.enumerate().map(lambda i, x: {"example_index": i, "source": x[0], "record": x[1]})
+
+    def as_chunk(index, examples):
+        source, record = examples
+        return {"example_index": index * chunk + tf.range(chunk, dtype=tf.int64),
+                "source": source, "record": record}
+
+    ds = ds.batch(chunk, drop_remainder=True).enumerate().map(as_chunk)
     return ds.with_options(_options(config, symbolic_checkpoint=True))
+
+
+def serialized_stream(config, process_index: int, process_count: int, seed: int,
+                      shards: ShardReading | None = None) -> tf.data.Dataset:
+    """serialized_chunks' examples one by one: {"example_index": i64, "source": i32,
+    "record": serialised example}."""
+    return serialized_chunks(config, process_index, process_count, seed, STREAM_CHUNK,
+                             shards).unbatch()
 
 
 def _options(config, symbolic_checkpoint: bool = False) -> tf.data.Options:
@@ -195,7 +216,7 @@ def prepared_batches(examples: tf.data.Dataset, config, process_index: int,
                      process_count: int, seed: int,
                      watch: Callable[[np.ndarray], np.ndarray] | None = None,
                      datasets: list[mixture.Source] | None = None) -> tf.data.Dataset:
-    """serialized_stream's elements -> batches of images and tokens (module docstring).
+    """serialized_stream's examples -> batches of images and tokens (module docstring).
     `watch` sees each batch's example_index as it is formed (and returns it); `datasets`:
     the config's, already resolved (default: resolved here)."""
     data = config.data

@@ -42,11 +42,13 @@ def test_a_truncated_shard_is_not_read_and_counted(tmp_path, caplog):
     assert f"shard {shard} is damaged" in caplog.text and "the manifest says" in caplog.text
 
 
-def test_a_corrupt_shard_is_read_up_to_the_damage_and_resumes_exactly(tmp_path, caplog):
+@pytest.mark.parametrize("save_every", [1, 3])
+def test_a_corrupt_shard_is_read_up_to_the_damage_and_resumes_exactly(tmp_path, caplog,
+                                                                       save_every):
     folder = write_dataset(tmp_path / "d", "d", (5, 6, 7))
     _corrupt_middle(_shard(folder, 2))
     config = make_config(tmp_path, {"d": 1.0}, shuffle_buffer=3)
-    stream = _stream(config, chunk=5)
+    stream = _stream(config, chunk=5, save_every=save_every)
     first = [next(stream) for _ in range(4)]
     state = json.loads(json.dumps(stream.state()))
     after = [next(stream) for _ in range(6)]
@@ -54,7 +56,7 @@ def test_a_corrupt_shard_is_read_up_to_the_damage_and_resumes_exactly(tmp_path, 
     assert "is damaged (corrupted record at" in caplog.text
     # A new stream restored from the saved position finds the damage again, and goes on
     # with the same batches.
-    resumed = _stream(config, chunk=5)
+    resumed = _stream(config, chunk=5, save_every=save_every)
     resumed.restore(state)
     for want in after:
         got = next(resumed)

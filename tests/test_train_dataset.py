@@ -106,7 +106,9 @@ def test_batches_have_the_train_layout_and_clip_tokens(tmp_path):
         np.testing.assert_array_equal(row[3], row[0])
 
 
-def test_resumed_stream_continues_exactly(tmp_path):
+@pytest.mark.parametrize("save_every, kept_state", [(2, (2, 2)), (16, (0, 12))],
+                         ids=["state_before_the_chunk", "state_chunks_before"])
+def test_resumed_stream_continues_exactly(tmp_path, save_every, kept_state):
     write_dataset(tmp_path / "a", "a", (5, 6, 7))
     write_dataset(tmp_path / "b", "b", (4,))
     write_captions(tmp_path, 9)  # a tfds: dataset too: three parsers, nouns found online
@@ -114,18 +116,25 @@ def test_resumed_stream_continues_exactly(tmp_path):
                          shuffle_buffer=3)
     config.data.tfds_fields.caption = "captions/text"
     config.data.tfds_fields.caption_choice = "seeded"
-    stream = ResumableBatches(config, process_index=0, process_count=1, chunk=5)
+    stream = ResumableBatches(config, process_index=0, process_count=1, chunk=5,
+                              save_every=save_every)
     for _ in range(3):
         next(stream)
     state = json.loads(json.dumps(stream.state()))
-    assert (state["chunk"], state["skip"]) == (2, 2)  # 12 examples read, chunks of 5
+    # 12 examples read, chunks of 5: restored from the state before chunk 2 (or 0), the
+    # stream skips 2 (or 12) examples.
+    assert (state["chunk"], state["skip"]) == kept_state
     expected = [next(stream) for _ in range(3)]
-    resumed = ResumableBatches(config, process_index=0, process_count=1, chunk=5)
+    resumed = ResumableBatches(config, process_index=0, process_count=1, chunk=5,
+                               save_every=save_every)
     resumed.restore(state)
     for want in expected:
         got = next(resumed)
         np.testing.assert_array_equal(got["tokens"], want["tokens"])
         np.testing.assert_array_equal(got["images"], want["images"])
+    older = {k: v for k, v in state.items() if k != "reader_version"}  # as version 1 saved it
+    with pytest.raises(ValueError, match="saved by version 1 of the training stream's reader"):
+        ResumableBatches(config, process_index=0, process_count=1, chunk=5).restore(older)
 
 
 def test_corrupt_records_and_undecodable_images_are_skipped_and_counted(tmp_path):

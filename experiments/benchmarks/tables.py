@@ -116,6 +116,12 @@ def pipeline_table(results: Path) -> str:
                      f"RandAugment {name}",
                      _rates([runs["min"], runs["median"], runs["max"]] if runs
                             else [row["images_per_s"]]), ""])
+    for row in _load(results, "reader_speed")["rows"]:
+        rates = row["records_per_s"]
+        rows.append([f"undecoded records handed to decoding, {row['datasets']} dataset"
+                     f"{'s mixed' if row['datasets'] > 1 else ''}, all cores",
+                     f"{rates['median']:,.0f} records/s ({rates['min']:,.0f}-"
+                     f"{rates['max']:,.0f})", f"{row['target']:,}"])
     rows += [[f"cores a host needs at MFU {inputs['mfu']}, {host} (RandAugment off, on)",
               ", ".join(f"{v:.0f}" for k, v in need.items() if k.startswith("cores_")), ""]
              for host, need in inputs["hosts"].items()]
