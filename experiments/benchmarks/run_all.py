@@ -35,6 +35,8 @@ BENCHMARKS = {
     "input_speed": ("experiments.benchmarks.input_speed", [], ["--tiny"]),
     "reader_speed": ("experiments.benchmarks.reader_speed", [], ["--tiny"]),
     "augment_speed": ("experiments.benchmarks.augment_speed", [], ["--quick"]),
+    "step_profile": ("experiments.benchmarks.step_profile", [],
+                     ["--variant", "runlocal", "--steps", "1"]),
 }
 
 
