@@ -81,8 +81,9 @@ class GroupViTConfig:
     logit_scale_init: float = math.log(1 / 0.07)
     # Models trained with the multi-label loss carry a second temperature.
     multi_label_scale: bool = True
-    # Compute dtype of matmuls and attention; parameters, norms and the residual
-    # stream stay float32 (bfloat16 halves matmul cost without drifting statistics).
+    # Compute dtype of matmuls and attention; parameters, norms, softmax logits and the
+    # residual stream stay float32 (bfloat16 halves matmul cost without drifting
+    # statistics; models/precision.py says which products return float32).
     dtype: str = "float32"
     remat: bool = False      # rematerialise each transformer block in the backward pass
 

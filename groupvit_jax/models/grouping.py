@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from groupvit_jax.models.layers import CrossAttention, LayerNorm, Mlp, TokenMlp
+from groupvit_jax.models.precision import wide_einsum
 
 
 def straight_through_one_hot(soft: jax.Array, axis: int) -> jax.Array:
@@ -41,8 +42,7 @@ class AssignAttention(nn.Module):
                                       kernel_init=nn.initializers.normal(0.02), name=name)
         q, k, v = dense("q")(groups), dense("k")(tokens), dense("v")(tokens)
         # The group softmax decides discrete assignments: at least float32.
-        logits = jnp.einsum("bsc,bnc->bsn", q, k)
-        logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32)) * width**-0.5
+        logits = wide_einsum("bsc,bnc->bsn", q, k) * width**-0.5
         soft = jax.nn.softmax(logits, axis=-2)
         if train:
             noise = jax.random.gumbel(self.make_rng("gumbel"), logits.shape, logits.dtype)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from groupvit_jax.models.config import GroupViTConfig
 from groupvit_jax.models.layers import BatchNorm
+from groupvit_jax.models.precision import WideDense
 from groupvit_jax.models.text import TextTower
 from groupvit_jax.models.vision import ImageTower
 
@@ -24,16 +25,21 @@ def clamped_scale(log_scale):
 
 
 class ProjectionHead(nn.Module):
-    """Linear -> BatchNorm -> ReLU -> Linear into the shared embedding space."""
+    """Linear -> BatchNorm -> ReLU -> Linear into the shared embedding space.
+
+    Both products come out in float32 under bfloat16 compute: BatchNorm subtracts a
+    batch mean that is most of its input, and the embeddings end in cosine similarities
+    scaled by up to 100.
+    """
     hidden: int
     out: int
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+        x = WideDense(self.hidden, dtype=self.dtype, name="fc1")(x)
         x = nn.relu(BatchNorm(name="bn")(x, use_running_average=not train))
-        return nn.Dense(self.out, dtype=self.dtype, name="fc2")(x)
+        return WideDense(self.out, dtype=self.dtype, name="fc2")(x)
 
 
 class GroupViT(nn.Module):

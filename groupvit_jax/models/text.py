@@ -51,10 +51,12 @@ class TextTower(nn.Module):
         cfg = self.config
         check_tokens(tokens, cfg.context_length)
         w, depth = cfg.width, cfg.depth
+        # The residual stream stays in the parameters' float32 (as the image tower's);
+        # only the blocks' matmuls run in `dtype`.
         x = nn.Embed(cfg.vocab_size, w, embedding_init=nn.initializers.normal(0.02),
-                     name="token_embed")(tokens).astype(self.dtype)
+                     name="token_embed")(tokens)
         pos = self.param("pos_embed", nn.initializers.normal(0.01), (cfg.context_length, w))
-        x = x + pos[:tokens.shape[1]].astype(self.dtype)
+        x = x + pos[:tokens.shape[1]]
         # CLIP's initialisation scales the residual projections with depth.
         proj_std = w**-0.5 * (2 * depth)**-0.5
         block = block_class(self.remat)
