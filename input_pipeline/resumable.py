@@ -122,8 +122,8 @@ class ResumableBatches:
             if self._feed_from >= start + self._chunk:
                 continue
             skip = self._feed_from - start
-            self._feed_from = self._fed_through = start + self._chunk - 1
-            self._feed_from += 1
+            self._feed_from = start + self._chunk
+            self._fed_through = self._feed_from - 1
             yield {key: value[skip:] if skip else value for key, value in chunk.items()}
 
     def _note_batch(self, example_index: np.ndarray) -> np.ndarray:
@@ -184,14 +184,15 @@ class ResumableBatches:
         """JSON-able position after the last batch handed out (or at `position`)."""
         last_index, delivered = position or self.position
         wanted = (last_index + 1) // self._chunk
-        chunk = max((c for c in self._states if c <= wanted), default=None)
+        states = dict(self._states)  # a copy: the reader's thread adds and drops states
+        chunk = max((c for c in states if c <= wanted), default=None)
         if chunk is None:
             raise RuntimeError(f"the reader's state before chunk {wanted} was not kept "
-                               f"(kept {min(self._states, default=None)}..); raise "
+                               f"(kept {min(states, default=None)}..); raise "
                                "MAX_REMEMBERED_STATES.")
         return {"reader_version": READER_VERSION, "chunk_size": self._chunk, "chunk": chunk,
                 "skip": last_index + 1 - chunk * self._chunk,
-                "reader": base64.b64encode(self._states[chunk]).decode("ascii"),
+                "reader": base64.b64encode(states[chunk]).decode("ascii"),
                 "last_index": last_index, "delivered": delivered}
 
     def restore(self, state: dict) -> None:

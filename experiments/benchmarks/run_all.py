@@ -9,7 +9,8 @@ speeds, and a second busy process changes them several times over. --quick runs 
 in its smoke mode (seconds, figures meaningless) and writes to a temporary folder.
 A benchmark refuses to write a contended run into results/ (experiments/benchmarks/
 hygiene.py); at the end the figures that moved by more than 15% from the committed
-results/all.json are named.
+results/all.json are named. With --only, the other benchmarks' results in all.json are
+kept.
 """
 from __future__ import annotations
 
@@ -85,6 +86,8 @@ def _run(args: flags.FlagValues) -> int:
         print(f"== {name}: {time.time() - start:.0f} s", flush=True)
     committed = RESULTS / "all.json"
     before = json.loads(committed.read_text()) if committed.is_file() else {"benchmarks": {}}
+    if args.only and not args.quick:  # a partial rerun keeps the others' committed results
+        results = {**before["benchmarks"], **results}
     summary = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "processor": platform.processor()},
                "quick": args.quick, "failed": failed, "benchmarks": results}
