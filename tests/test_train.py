@@ -78,6 +78,30 @@ def test_decay_mask_follows_the_released_rule():
     assert extra["dense"]["kernel"]
 
 
+@pytest.mark.parametrize("scale", [3.0, 0.1], ids=["clipped", "within_the_norm"])
+def test_global_norm_clipping_matches_pytorch(scale):
+    import optax
+    import torch
+    rng = np.random.default_rng(0)
+    grads = {"a": rng.normal(size=(64, 32)).astype(np.float32) * scale,
+             "b": rng.normal(size=(7,)).astype(np.float32) * scale}
+    clip = optim.clip_by_global_norm(5.0)
+    ours, _ = clip.update(jax.tree.map(jax.numpy.asarray, grads), clip.init(grads))
+    tensors = {k: torch.nn.Parameter(torch.zeros(v.shape)) for k, v in grads.items()}
+    for k, t in tensors.items():
+        t.grad = torch.tensor(grads[k])
+    norm = torch.nn.utils.clip_grad_norm_(list(tensors.values()), 5.0)
+    if float(norm) <= 5.0:  # nothing to clip: the gradients pass unchanged
+        for k in grads:
+            np.testing.assert_array_equal(ours[k], grads[k])
+    for k in grads:  # PyTorch's 1e-6 added to the norm is the only difference
+        np.testing.assert_allclose(ours[k], tensors[k].grad.numpy(), rtol=1e-6, atol=0)
+    reference, _ = optax.clip_by_global_norm(5.0).update(grads, optax.EmptyState())
+    for k in grads:  # optax divides then multiplies: a rounding apart
+        np.testing.assert_allclose(ours[k], reference[k], rtol=3e-7, atol=0)
+    assert float(optax.global_norm(ours)) == pytest.approx(min(float(norm), 5.0), rel=1e-6)
+
+
 def test_unknown_evaluator_kind_is_an_error():
     config = load_config(ROOT / "configs/gcc_yfcc_2stage.py", "runlocal")
     config.evals.retrieval.kind = "retreival"

@@ -50,6 +50,20 @@ def decay_mask(params, exclude_extra: bool = False):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Gradients scaled to a global norm of at most `max_norm` by one multiplication per
+    element, as PyTorch's clip_grad_norm_ does (without its 1e-6). optax's version
+    divides every element by the norm: XLA's CPU backend does not repeat a division in
+    each of the moments' loops, so it writes the clipped gradients out in a pass of
+    their own."""
+    def update(updates, state, params=None):
+        del params
+        scale = jnp.minimum(1.0, max_norm / optax.global_norm(updates))  # norm 0: 1
+        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(opt_config, global_batch: int, total_steps: int, warmup_steps: int):
     """optax chain: global-norm clip, then AdamW on the scaled warm-up + cosine schedule."""
     schedule = lr_schedule(scaled(opt_config.base_lr, global_batch),
@@ -59,5 +73,5 @@ def make_optimizer(opt_config, global_batch: int, total_steps: int, warmup_steps
                         weight_decay=opt_config.weight_decay,
                         mask=lambda p: decay_mask(p, opt_config.exclude_extra_from_decay))
     chain = [adamw] if not opt_config.clip_grad_norm else [
-        optax.clip_by_global_norm(opt_config.clip_grad_norm), adamw]
+        clip_by_global_norm(opt_config.clip_grad_norm), adamw]
     return optax.chain(*chain), schedule
