@@ -48,8 +48,8 @@ LONGEST_FIRST = (
     "test_accumulation.py", "test_hf_parity.py", "test_model.py", "test_bad_inputs.py",
     "test_eval_sharding.py", "test_checkpoints.py", "test_eval_classification.py",
     "test_eval_binary.py", "test_eval_protocol.py", "test_convert.py", "test_demo.py",
-    "test_stream_faults.py", "test_vit_baseline.py", "test_augment.py", "test_kmeans.py",
-    "test_losses.py",
+    "test_stream_faults.py", "test_mixed_precision.py", "test_vit_baseline.py",
+    "test_augment.py", "test_kmeans.py", "test_losses.py",
 )
 
 
