@@ -99,7 +99,7 @@ def test_global_norm_clipping_matches_pytorch(scale):
     reference, _ = optax.clip_by_global_norm(5.0).update(grads, optax.EmptyState())
     for k in grads:  # optax divides then multiplies: a rounding apart
         np.testing.assert_allclose(ours[k], reference[k], rtol=3e-7, atol=0)
-    assert float(optax.global_norm(ours)) == pytest.approx(min(float(norm), 5.0), rel=1e-6)
+    assert float(optax.tree.norm(ours)) == pytest.approx(min(float(norm), 5.0), rel=1e-6)
 
 
 def test_unknown_evaluator_kind_is_an_error():

@@ -58,7 +58,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     their own."""
     def update(updates, state, params=None):
         del params
-        scale = jnp.minimum(1.0, max_norm / optax.global_norm(updates))  # norm 0: 1
+        scale = jnp.minimum(1.0, max_norm / optax.tree.norm(updates))  # norm 0: 1
         return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
