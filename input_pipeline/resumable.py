@@ -73,7 +73,6 @@ class ResumableBatches:
         # than that plus the allowed run of skips means nothing comes out.
         host_batch = config.data.global_batch // process[1]
         self._stall_limit = self._max_in_a_row + 2 * chunk + host_batch + 4 * config.data.num_threads
-        self._fed_through = -1      # example_index of the last record fed to decoding
         self._batched_through = -1  # example_index of the last example in a finished batch
         self._failure: Exception | None = None  # why the reader stopped, for __next__
 
@@ -99,8 +98,9 @@ class ResumableBatches:
         # raised here: a failure is kept for __next__, and the stream ends.
         self._remember_state()
         while True:
-            if self._fed_through - self._batched_through > self._stall_limit:
-                self._failure = self._too_many_in_a_row(self._fed_through - self._batched_through)
+            unfinished = self._feed_from - 1 - self._batched_through  # fed, in no batch yet
+            if unfinished > self._stall_limit:
+                self._failure = self._too_many_in_a_row(unfinished)
                 return
             try:
                 chunk = next(self._serialized)
@@ -123,7 +123,6 @@ class ResumableBatches:
                 continue
             skip = self._feed_from - start
             self._feed_from = start + self._chunk
-            self._fed_through = self._feed_from - 1
             yield {key: value[skip:] if skip else value for key, value in chunk.items()}
 
     def _note_batch(self, example_index: np.ndarray) -> np.ndarray:
@@ -214,4 +213,4 @@ class ResumableBatches:
         self._feed_from = state["chunk"] * self._chunk + state["skip"]
         self._last_index = state["last_index"]
         self._delivered = state["delivered"]
-        self._fed_through = self._batched_through = self._last_index
+        self._batched_through = self._last_index
