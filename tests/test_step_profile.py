@@ -19,17 +19,25 @@ ENTRY %main {
   %add_fusion.9 = f32[8,260,384]{2,1,0} fusion(%r), kind=kLoop, metadata={op_name="jit(step)/jvp(GroupViT.encode_image)/image_tower/stage_0/block_5/norm1/add"}
   %multiply_add_fusion.1250 = f32[8,260,1536]{2,1,0} fusion(%s, %t), kind=kLoop, metadata={op_name="jit(step)/transpose(jvp(GroupViT.encode_image))/image_tower/stage_0/block_1/mlp/add_any"}
   %transpose_copy_fusion.63 = f32[3,224,224,8]{3,2,1,0} fusion(%images), kind=kLoop, calls=%h
+  %ynn_fusion.1082 = f32[8,6,260,260]{3,2,1,0} fusion(%u, %w), kind=kCustom, metadata={op_name="jit(step)/jvp(GroupViT.encode_image)/image_tower/stage_0/block_2/attn/reduce_max"}
+  %ynn_fusion.1083 = f32[2080,1152]{1,0} fusion(%y, %z), kind=kCustom, metadata={op_name="jit(step)/jvp(GroupViT.encode_image)/image_tower/stage_0/block_2/attn/qkv/dot_general"}
+  %ynn_fusion.1024 = f32[512,384]{1,0} fusion(%y, %z), kind=kCustom, metadata={op_name="jit(step)/jvp(GroupViT.encode_image)/image_tower/stage_0/grouping/cross_attn/attn/k/dot_general"}
+  %broadcast_divide_fusion.3 = f32[8,64,196]{2,1,0} fusion(%o), kind=kLoop, metadata={op_name="jit(step)/jvp(GroupViT.encode_image)/image_tower/stage_0/grouping/assign/div"}
 }
 """
 
 EXPECTED = {  # name -> (kind, pass)
     "ynn_fusion.3": ("matmul", "forward"),
     "select_select_fusion.15": ("gelu", "forward"),
-    "dot.449": ("matmul", "backward"),
+    "dot.449": ("attention", "backward"),
     "copy_bitcast_fusion.161": ("layout", "backward"),
     "multiply_add_fusion.5": ("optimizer", "update"),
     "wrapped_broadcast.8": ("embedding", "backward"),
-    "exponential_fusion.2": ("softmax", "forward"),
+    "exponential_fusion.2": ("attention", "forward"),
+    "ynn_fusion.1082": ("attention", "forward"),  # q.k product fused with the softmax's max
+    "ynn_fusion.1083": ("matmul", "forward"),     # the attention's qkv projection
+    "ynn_fusion.1024": ("matmul", "forward"),     # the grouping's cross-attention key proj.
+    "broadcast_divide_fusion.3": ("softmax", "forward"),
     "multiply_add_fusion.1250": ("gelu", "backward"),
     "add_fusion.9": ("norm", "forward"),
     "transpose_copy_fusion.63": ("layout", "unknown"),
@@ -75,5 +83,6 @@ def test_a_traced_step_of_the_small_model_is_broken_down(tmp_path):
     # the HLO's agree, so nothing lands in "unknown" but instructions without a source.
     assert kinds["matmul"]["forward"] > 0 and kinds["matmul"]["backward"] > 0
     assert kinds["optimizer"]["update"] > 0 and kinds["gelu"]["forward"] > 0
+    assert kinds["attention"]["forward"] > 0 and kinds["attention"]["backward"] > 0
     unknown = sum(k["unknown"] for k in kinds.values())
     assert unknown < 0.1 * result["op_s_per_step"]

@@ -11,9 +11,12 @@ matched with its instruction in the compiled HLO, whose metadata names the model
 came from. Each is put in one kind:
 
   matmul      dot instructions and XNNPACK/YNNPACK fusions (a matmul with what XLA fused
-              into it)
+              into it), but for those of attention's core:
+  attention   inside an attention module, the products of queries with keys and of
+              weights with values and the softmax between them, fused or not (on this
+              CPU, YNNPACK fuses a product with the softmax's reductions, or all three)
   gelu        the exact GELU (erf, erfc) and its derivative
-  softmax     the attention and assignment softmaxes (exp, max, sum, divide under attn)
+  softmax     the grouping's assignment softmax
   norm        LayerNorm / BatchNorm statistics and scaling
   embedding   the token table's gather and its scatter-add gradient
   layout      transposes and copies (head splits, weight-gradient operands)
@@ -42,7 +45,8 @@ from input_pipeline import cli
 
 DEFAULT_OUT = hygiene.RESULTS / "step_profile.json"
 PASSES = ("forward", "backward", "update", "unknown")
-KINDS = ("matmul", "gelu", "softmax", "norm", "embedding", "layout", "optimizer", "other")
+KINDS = ("matmul", "attention", "gelu", "softmax", "norm", "embedding", "layout", "optimizer",
+         "other")
 _INSTRUCTION = re.compile(r"^\s*%?([\w.\-]+) = [^=]*?\b(\w[\w\-]*)\(.*?op_name=\"([^\"]*)\"")
 _RUNTIME_WRAPPERS = ("ThunkExecutor", "SlinkyThreadPool", "end: ")
 
@@ -65,11 +69,24 @@ def pass_of(op_name: str) -> str:
     return "forward" if "jvp(" in op_name else "update"
 
 
+_ATTENTION_PROJECTIONS = ("qkv", "q", "k", "v", "proj")
+_SOFTMAX_STEPS = ("exp", "reduce_max", "reduce_sum", "div", "sub", "max", "stop_gradient",
+                  "select_n")
+
+
+def _attention_core(op_name: str) -> bool:
+    """Under an attention module (".../attn/...") and not one of its dense projections."""
+    if "/attn/" not in op_name:
+        return False
+    inside = op_name.split("/attn/", 1)[1].split("/", 1)[0]
+    return inside not in _ATTENTION_PROJECTIONS
+
+
 def kind_of(name: str, opcode: str, op_name: str) -> str:
     """The kind (module docstring) of the executed operation `name`."""
     last = op_name.rsplit("/", 1)[-1]
     if opcode == "dot" or name.startswith(("ynn_fusion", "xnn_fusion", "dot")):
-        return "matmul"
+        return "attention" if _attention_core(op_name) else "matmul"
     if name.startswith(("copy", "transpose")) or last in ("transpose", "copy"):
         return "layout"
     if pass_of(op_name) == "update":
@@ -78,9 +95,11 @@ def kind_of(name: str, opcode: str, op_name: str) -> str:
         return "embedding"
     if "erf" in last or "/mlp/" in op_name and last in ("mul", "add", "add_any", "exp", "neg"):
         return "gelu"
-    if "/attn/" in op_name and last in ("exp", "reduce_max", "reduce_sum", "div", "sub",
-                                         "max", "stop_gradient", "select_n"):
-        return "softmax"
+    if last in _SOFTMAX_STEPS:
+        if _attention_core(op_name):
+            return "attention"
+        if "/assign/" in op_name:
+            return "softmax"
     if "norm" in op_name:
         return "norm"
     return "other"
