@@ -27,7 +27,10 @@ def test_sharded_step_equals_single_device(report, layout):
         assert sharded[key] == pytest.approx(single[key], rel=1e-5), key
     for key in ("pos_similarity", "neg_similarity"):
         assert sharded[key] == pytest.approx(single[key], abs=1e-6), key
-    assert r["grads_rel"] < 1e-5, r
+    # Float32 rounding, not sharding: the same single-device gradients compiled twice, at
+    # XLA optimisation levels 0 and 2, differ by 1.0-1.2e-5 in this measure (largest
+    # difference over largest gradient); sharded ones measured 0.6-1.6e-5 from them.
+    assert r["grads_rel"] < 3e-5, r
     assert r["batch_stats_rel"] < 1e-5, r  # global BatchNorm statistics, as SyncBN
     # AdamW turns rounding noise in exactly-zero gradients into updates of at most
     # lr per step; at the warm-up lr (1.6e-8 at this batch) that stays tiny.
